@@ -1,0 +1,249 @@
+//! Network namespaces: create, open, delete, and run code inside one.
+//!
+//! Code runs inside a namespace only on a short-lived thread made for it ([`Netns::run`]); the
+//! calling thread, which may be a tokio worker, never changes namespace. A socket opened there
+//! stays bound to that namespace for its whole life, which is how [`crate::netlink`] talks to
+//! a pod's namespace from the agent.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+
+/// Where `ip netns` keeps named namespaces.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// A failed namespace operation, naming the namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// The namespace file could not be opened.
+    #[error("network namespace {path}: {source}")]
+    Open {
+        /// The namespace file.
+        path: PathBuf,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// Creating a named namespace failed (it may already exist).
+    #[error("creating network namespace {path}: {source}")]
+    Create {
+        /// The namespace file being created.
+        path: PathBuf,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// Removing a named namespace failed.
+    #[error("deleting network namespace {path}: {source}")]
+    Delete {
+        /// The namespace file.
+        path: PathBuf,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// Entering the namespace on the helper thread failed.
+    #[error("entering network namespace {path}: {source}")]
+    Enter {
+        /// The namespace file.
+        path: PathBuf,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// The helper thread could not be started or panicked.
+    #[error("network namespace {path}: helper thread failed")]
+    Thread {
+        /// The namespace file.
+        path: PathBuf,
+    },
+}
+
+/// An open network namespace (the open file keeps it alive while we hold it).
+#[derive(Debug)]
+pub struct Netns {
+    path: PathBuf,
+    file: File,
+}
+
+static UNIQUE: AtomicU32 = AtomicU32::new(0);
+
+impl Netns {
+    /// Opens the namespace at `path` (`/run/netns/NAME`, `/proc/PID/ns/net`, a CNI_NETNS path).
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, NetnsError> {
+        let path = path.into();
+        match File::open(&path) {
+            Ok(file) => Ok(Self { path, file }),
+            Err(source) => Err(NetnsError::Open { path, source }),
+        }
+    }
+
+    /// The namespace of this process's main thread (the host namespace of the agent).
+    pub fn host() -> Result<Self, NetnsError> {
+        Self::open("/proc/self/ns/net")
+    }
+
+    /// Creates a new named namespace at `/run/netns/<name>`, as `ip netns add` does, so that
+    /// `ip netns exec` and other tools see it.
+    pub fn create(name: &str) -> Result<Self, NetnsError> {
+        let dir = Path::new(NETNS_RUN_DIR);
+        let path = dir.join(name);
+        let create_err = |source| NetnsError::Create {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(create_err)?;
+        // The bind mount needs a file to sit on; O_EXCL refuses a name in use.
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(create_err)?;
+        let mounted = std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> io::Result<()> {
+                    // unshare() moves only this helper thread into the new namespace; the
+                    // bind mount then pins it after the thread exits.
+                    nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
+                    nix::mount::mount(
+                        Some("/proc/thread-self/ns/net"),
+                        &path,
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    )?;
+                    Ok(())
+                })
+                .join()
+        });
+        match mounted {
+            Ok(Ok(())) => Self::open(&path),
+            Ok(Err(source)) => {
+                let _ = fs::remove_file(&path);
+                Err(NetnsError::Create { path, source })
+            }
+            Err(_) => {
+                let _ = fs::remove_file(&path);
+                Err(NetnsError::Thread { path })
+            }
+        }
+    }
+
+    /// Creates a named namespace with a name no other caller in this process gets:
+    /// `<prefix>-<pid>-<n>`. For tests and the simulator.
+    pub fn create_unique(prefix: &str) -> Result<Self, NetnsError> {
+        let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+        Self::create(&format!("{prefix}-{}-{n}", std::process::id()))
+    }
+
+    /// The path it was opened at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The name under `/run/netns`, for a named namespace.
+    pub fn name(&self) -> Option<&str> {
+        if self.path.parent() == Some(Path::new(NETNS_RUN_DIR)) {
+            self.path.file_name().and_then(|n| n.to_str())
+        } else {
+            None
+        }
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace, and returns its result. The
+    /// thread exits afterwards, so no thread is ever left in the wrong namespace.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    nix::sched::setns(&self.file, CloneFlags::CLONE_NEWNET).map_err(|errno| {
+                        NetnsError::Enter {
+                            path: self.path.clone(),
+                            source: errno.into(),
+                        }
+                    })?;
+                    Ok(f())
+                })
+                .join()
+                .map_err(|_| NetnsError::Thread {
+                    path: self.path.clone(),
+                })?
+        })
+    }
+
+    /// Unmounts and removes a named namespace. Links still in it are destroyed by the kernel
+    /// once nothing holds the namespace (a physical netdev goes back to the host namespace).
+    pub fn delete(self) -> Result<(), NetnsError> {
+        let Self { path, file } = self;
+        drop(file);
+        Self::delete_path(&path)
+    }
+
+    /// Unmounts and removes the named namespace file at `path`; a path that is already gone
+    /// is not an error.
+    pub fn delete_path(path: &Path) -> Result<(), NetnsError> {
+        let err = |source| NetnsError::Delete {
+            path: path.to_owned(),
+            source,
+        };
+        match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+            Err(errno) => return Err(err(errno.into())),
+        }
+        match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inode(path: &str) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(path).unwrap().ino()
+    }
+
+    #[test]
+    fn create_run_inside_and_delete() {
+        let host = inode("/proc/thread-self/ns/net");
+        let ns = Netns::create_unique("plexus-hw-test").unwrap();
+        let path = ns.path().to_owned();
+        assert!(ns.name().unwrap().starts_with("plexus-hw-test-"));
+        let inside = ns.run(|| inode("/proc/thread-self/ns/net")).unwrap();
+        assert_ne!(inside, host, "helper thread must be in the new namespace");
+        assert_eq!(
+            inode("/proc/thread-self/ns/net"),
+            host,
+            "caller must stay where it was"
+        );
+        // The same namespace, opened again by path, is the same inode.
+        let again = Netns::open(&path).unwrap();
+        assert_eq!(
+            again.run(|| inode("/proc/thread-self/ns/net")).unwrap(),
+            inside
+        );
+        drop(again);
+        ns.delete().unwrap();
+        assert!(!path.exists());
+        Netns::delete_path(&path).unwrap();
+    }
+
+    #[test]
+    fn create_refuses_a_name_in_use() {
+        let ns = Netns::create_unique("plexus-hw-dup").unwrap();
+        let name = ns.name().unwrap().to_owned();
+        let err = Netns::create(&name).unwrap_err();
+        assert!(err.to_string().contains(&name), "{err}");
+        ns.delete().unwrap();
+    }
+
+    #[test]
+    fn open_names_a_missing_path() {
+        let err = Netns::open("/run/netns/plexus-does-not-exist").unwrap_err();
+        assert!(err.to_string().contains("plexus-does-not-exist"), "{err}");
+    }
+}
