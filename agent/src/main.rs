@@ -1,1 +1,83 @@
-fn main() {}
+//! `plexus-agent`: the Plexus node agent and its tools.
+
+mod discover;
+mod logging;
+mod sim;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "plexus-agent",
+    version,
+    about = "Plexus node agent: SR-IOV discovery, device plugin and CNI in one daemon"
+)]
+struct Cli {
+    /// Log level on stderr: error, warn, info, debug or trace (overrides PLEXUS_LOG).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the node's SR-IOV physical and virtual functions and NUMA nodes.
+    Discover {
+        /// Where sysfs is mounted (a simulated node's root for tests).
+        #[arg(long, default_value = plexus_hw::SysfsRoot::DEFAULT)]
+        sysfs_root: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Build or remove a simulated SR-IOV node (a fake sysfs tree, optionally real links).
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SimCommand {
+    /// Write a simulated node's sysfs tree and, with --netns, make its links (root).
+    Up(sim::UpArgs),
+    /// Remove a simulated node: its links' namespace and its tree.
+    Down {
+        /// The simulated node's root, as given to `sim up`.
+        #[arg(long)]
+        root: PathBuf,
+    },
+}
+
+/// Output formats of the reporting commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for other tools.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = logging::init(cli.log_level.as_deref()) {
+        eprintln!("plexus-agent: {e:#}");
+        return ExitCode::from(2);
+    }
+    let result = match cli.command {
+        Command::Discover { sysfs_root, output } => discover::run(&sysfs_root, output),
+        Command::Sim(SimCommand::Up(args)) => sim::up(&args),
+        Command::Sim(SimCommand::Down { root }) => sim::down(&root),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, joined by ": ".
+            eprintln!("plexus-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -101,11 +101,7 @@ impl VirtualFunction {
     /// True when the VF is bound to a userspace driver and has no netdev (DPDK mode).
     pub fn is_dpdk(&self) -> bool {
         self.function.netdev.is_none()
-            && self
-                .function
-                .driver
-                .as_deref()
-                .is_some_and(|d| DPDK_DRIVERS.contains(&d))
+            && self.function.driver.as_deref().is_some_and(|d| DPDK_DRIVERS.contains(&d))
     }
 }
 
@@ -141,19 +137,14 @@ pub struct Discovery {
 impl Discovery {
     /// The VF at `address`, with its PF.
     pub fn vf(&self, address: PciAddress) -> Option<(&PhysicalFunction, &VirtualFunction)> {
-        self.pfs.iter().find_map(|pf| {
-            pf.vfs
-                .iter()
-                .find(|vf| vf.function.address == address)
-                .map(|vf| (pf, vf))
-        })
+        self.pfs
+            .iter()
+            .find_map(|pf| pf.vfs.iter().find(|vf| vf.function.address == address).map(|vf| (pf, vf)))
     }
 
     /// Every VF of every PF, in PF then index order.
     pub fn vfs(&self) -> impl Iterator<Item = (&PhysicalFunction, &VirtualFunction)> {
-        self.pfs
-            .iter()
-            .flat_map(|pf| pf.vfs.iter().map(move |vf| (pf, vf)))
+        self.pfs.iter().flat_map(|pf| pf.vfs.iter().map(move |vf| (pf, vf)))
     }
 }
 
@@ -163,84 +154,131 @@ impl Discovery {
 /// skipped and reported in [`Discovery::problems`].
 pub fn discover(root: &SysfsRoot) -> Result<Discovery, SysfsError> {
     root.check()?;
-    let devices = root.dir(PCI_DEVICES);
-    let names = match std::fs::read_dir(devices.path()) {
-        Ok(_) => devices.list("")?,
-        Err(source) => {
-            return Err(SysfsError::Root {
-                path: devices.path().to_owned(),
-                source,
-            });
-        }
-    };
+    let devices_path = root.path().join(PCI_DEVICES);
+    let devices = root.dir(PCI_DEVICES)?.ok_or_else(|| SysfsError::Root {
+        path: devices_path,
+        error: io::Error::from(io::ErrorKind::NotFound),
+    })?;
+    let names = devices.list(".")?;
 
     let (numa, numa_errors) = NumaTopology::read(root);
     let mut found = Discovery {
         numa,
         pfs: Vec::new(),
-        problems: numa_errors
-            .into_iter()
-            .map(|error| Problem {
-                device: None,
-                error,
-            })
-            .collect(),
+        problems: numa_errors.into_iter().map(|error| Problem { device: None, error }).collect(),
     };
 
-    for name in names {
-        let address = match name.parse::<PciAddress>() {
-            Ok(address) => address,
-            Err(e) => {
-                let path = devices.path().join(&name);
-                found.problems.push(Problem {
-                    device: None,
-                    error: SysfsError::Malformed {
-                        path,
-                        value: e.value,
-                        expected: "a PCI address name",
-                    },
-                });
-                continue;
+    // Two phases. The scan finds the PFs and their VFs' addresses, which costs a few syscalls
+    // per device; reading every function's attributes costs thirty, all independent of each
+    // other, so that part is spread over the CPUs.
+    let scanned = scan(&devices, names, &mut found.problems);
+    let work: Vec<(usize, Option<usize>)> = scanned
+        .iter()
+        .enumerate()
+        .flat_map(|(p, pf)| std::iter::once((p, None)).chain((0..pf.vfs.len()).map(move |v| (p, Some(v)))))
+        .collect();
+    let mut results = read_in_parallel(&work, |&(p, v)| {
+        let pf = &scanned[p];
+        match v {
+            None => read_pf_function(pf).map(Read::Pf).map_err(|e| (pf.address, e)),
+            Some(v) => read_vf(pf, &pf.vfs[v]).map(Read::Vf),
+        }
+    })
+    .into_iter();
+
+    for pf in &scanned {
+        let mut pf_result = results.next();
+        let mut vfs = Vec::with_capacity(pf.vfs.len());
+        for _ in &pf.vfs {
+            match results.next() {
+                Some(Ok(Read::Vf(vf))) => vfs.push(vf),
+                Some(Err((device, error))) => found.problems.push(Problem { device: Some(device), error }),
+                _ => {}
             }
-        };
-        let dir = devices.child(&name);
-        // Only SR-IOV capable functions have sriov_totalvfs; VFs are reached through their PF.
-        let total_vfs =
-            match dir.parse_opt("sriov_totalvfs", "a VF count", |v| v.parse::<u32>().ok()) {
-                Ok(Some(total)) => total,
-                Ok(None) => continue,
-                Err(error) => {
-                    found.problems.push(Problem {
-                        device: Some(address),
-                        error,
-                    });
-                    continue;
-                }
-            };
-        match read_pf(&devices, &dir, address, total_vfs, &mut found.problems) {
-            Ok(pf) => found.pfs.push(pf),
-            Err(error) => found.problems.push(Problem {
-                device: Some(address),
-                error,
-            }),
+        }
+        match pf_result.take() {
+            Some(Ok(Read::Pf((function, num_vfs)))) => {
+                found.pfs.push(PhysicalFunction { function, total_vfs: pf.total_vfs, num_vfs, vfs })
+            }
+            Some(Err((device, error))) => found.problems.push(Problem { device: Some(device), error }),
+            _ => {}
         }
     }
     found.pfs.sort_by_key(|pf| pf.function.address);
     Ok(found)
 }
 
-fn read_pf(
-    devices: &SysfsDir,
-    dir: &SysfsDir,
+/// A PF found by the scan, with its VFs' indexes and addresses from the `virtfn` links.
+struct ScannedPf {
     address: PciAddress,
+    dir: SysfsDir,
     total_vfs: u32,
-    problems: &mut Vec<Problem>,
-) -> Result<PhysicalFunction, SysfsError> {
-    let function = read_function(dir, address)?;
-    let num_vfs = dir.parse("sriov_numvfs", "a VF count", |v| v.parse::<u32>().ok())?;
+    vfs: Vec<ScannedVf>,
+}
 
+struct ScannedVf {
+    index: VfIndex,
+    link: String,
+    address: PciAddress,
+}
+
+/// What one unit of parallel work read.
+enum Read {
+    Pf((PciFunction, u32)),
+    Vf(VirtualFunction),
+}
+
+/// Finds the SR-IOV PFs among `names` and their VFs' addresses.
+fn scan(devices: &SysfsDir, names: Vec<String>, problems: &mut Vec<Problem>) -> Vec<ScannedPf> {
+    // VFs are listed in bus/pci/devices too, but they are reached through their PF; a VF
+    // already seen there is not probed again (the listing is sorted, and a PF sorts before
+    // its VFs on every NIC we know; when not, the VF is probed and found not to be a PF).
+    let mut seen_vfs = std::collections::HashSet::new();
+    let mut pfs = Vec::new();
+    for name in names {
+        let address = match name.parse::<PciAddress>() {
+            Ok(address) => address,
+            Err(e) => {
+                let error = SysfsError::Malformed {
+                    path: devices.path().join(&name),
+                    value: e.value,
+                    expected: "a PCI address name",
+                };
+                problems.push(Problem { device: None, error });
+                continue;
+            }
+        };
+        if seen_vfs.contains(&address) {
+            continue;
+        }
+        match scan_device(devices, &name, address, problems) {
+            Ok(Some(pf)) => {
+                seen_vfs.extend(pf.vfs.iter().map(|vf| vf.address));
+                pfs.push(pf);
+            }
+            Ok(None) => {}
+            Err(error) => problems.push(Problem { device: Some(address), error }),
+        }
+    }
+    pfs
+}
+
+/// The device as a PF, `None` when it is not SR-IOV capable (or vanished meanwhile).
+fn scan_device(
+    devices: &SysfsDir,
+    name: &str,
+    address: PciAddress,
+    problems: &mut Vec<Problem>,
+) -> Result<Option<ScannedPf>, SysfsError> {
+    let Some(dir) = devices.child(name)? else {
+        return Ok(None);
+    };
+    // Only SR-IOV capable functions have sriov_totalvfs.
+    let Some(total_vfs) = dir.parse_opt("sriov_totalvfs", "a VF count", |v| v.parse::<u32>().ok())? else {
+        return Ok(None);
+    };
     let mut links: Vec<(u32, String)> = dir
-        .list("")?
+        .list(".")?
         .into_iter()
         .filter_map(|entry| {
             let index = entry.strip_prefix("virtfn")?.parse::<u32>().ok()?;
@@ -252,71 +290,90 @@ fn read_pf(
 
     let mut vfs = Vec::with_capacity(links.len());
     for (index, link) in links {
-        match read_vf(devices, dir, &link, address, VfIndex(index)) {
-            Ok(vf) => vfs.push(vf),
-            Err((device, error)) => problems.push(Problem {
-                device: Some(device),
-                error,
-            }),
+        let link_path = dir.path().join(&link);
+        let target = match dir.link_target_name(&link) {
+            Ok(Some(target)) => target,
+            Ok(None) => continue, // the VF went away while we looked
+            Err(error) => {
+                problems.push(Problem { device: Some(address), error });
+                continue;
+            }
+        };
+        match target.parse::<PciAddress>() {
+            Ok(vf) => vfs.push(ScannedVf { index: VfIndex(index), link, address: vf }),
+            Err(e) => {
+                let error = SysfsError::Malformed {
+                    path: link_path,
+                    value: e.value,
+                    expected: "a link to a PCI device",
+                };
+                problems.push(Problem { device: Some(address), error });
+            }
         }
     }
-    Ok(PhysicalFunction {
-        function,
-        total_vfs,
-        num_vfs,
-        vfs,
-    })
+    Ok(Some(ScannedPf { address, dir, total_vfs, vfs }))
 }
 
-fn read_vf(
-    devices: &SysfsDir,
-    pf_dir: &SysfsDir,
-    link: &str,
-    pf: PciAddress,
-    index: VfIndex,
-) -> Result<VirtualFunction, (PciAddress, SysfsError)> {
-    let link_path = pf_dir.path().join(link);
-    let target = pf_dir
-        .link_target_name(link)
-        .and_then(|t| {
-            t.ok_or(SysfsError::Missing {
-                path: link_path.clone(),
-            })
-        })
-        .map_err(|e| (pf, e))?;
-    let address = target.parse::<PciAddress>().map_err(|e| {
-        let error = SysfsError::Malformed {
-            path: link_path,
-            value: e.value,
-            expected: "a link to a PCI device",
-        };
-        (pf, error)
-    })?;
-    let dir = devices.child(&target);
+/// Runs `read` on every item, on up to one thread per CPU, and returns the results in the
+/// items' order. Small inputs stay on the calling thread: a thread costs more than a few
+/// dozen reads.
+fn read_in_parallel<T: Sync, R: Send>(items: &[T], read: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    const ITEMS_PER_THREAD: usize = 64;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cpus.min(items.len().div_ceil(ITEMS_PER_THREAD));
+    if threads <= 1 {
+        return items.iter().map(read).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let worker = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(item) = items.get(i) else { break done };
+            done.push((i, read(item)));
+        }
+    };
+    let mut all: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(worker)).collect();
+        let mut all = worker();
+        for helper in helpers {
+            // A panicking reader is a bug; keep its items' results out rather than abort.
+            if let Ok(done) = helper.join() {
+                all.extend(done);
+            }
+        }
+        all
+    });
+    all.sort_unstable_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
+}
+
+fn read_pf_function(pf: &ScannedPf) -> Result<(PciFunction, u32), SysfsError> {
+    let function = read_function(&pf.dir, pf.address)?;
+    let num_vfs = pf.dir.parse("sriov_numvfs", "a VF count", |v| v.parse::<u32>().ok())?;
+    Ok((function, num_vfs))
+}
+
+fn read_vf(pf: &ScannedPf, vf: &ScannedVf) -> Result<VirtualFunction, (PciAddress, SysfsError)> {
     let read = || -> Result<VirtualFunction, SysfsError> {
-        let function = read_function(&dir, address)?;
+        // Through the virtfn link itself: it resolves to the VF's device directory.
+        let dir =
+            pf.dir.child(&vf.link)?.ok_or(SysfsError::Missing { path: pf.dir.path().join(&vf.link) })?;
+        let function = read_function(&dir, vf.address)?;
         let physfn_path = dir.path().join("physfn");
         let physfn = dir
             .link_target_name("physfn")?
-            .ok_or_else(|| SysfsError::Missing {
-                path: physfn_path.clone(),
-            })?;
-        let physfn = physfn
-            .parse::<PciAddress>()
-            .ok()
-            .filter(|p| *p == pf)
-            .ok_or_else(|| SysfsError::Malformed {
+            .ok_or_else(|| SysfsError::Missing { path: physfn_path.clone() })?;
+        let physfn = physfn.parse::<PciAddress>().ok().filter(|p| *p == pf.address).ok_or_else(|| {
+            SysfsError::Malformed {
                 path: physfn_path,
                 value: physfn.clone(),
                 expected: "a link back to the PF",
-            })?;
-        Ok(VirtualFunction {
-            function,
-            index,
-            pf: physfn,
-        })
+            }
+        })?;
+        Ok(VirtualFunction { function, index: vf.index, pf: physfn })
     };
-    read().map_err(|e| (address, e))
+    read().map_err(|e| (vf.address, e))
 }
 
 fn read_function(dir: &SysfsDir, address: PciAddress) -> Result<PciFunction, SysfsError> {
@@ -328,27 +385,14 @@ fn read_function(dir: &SysfsDir, address: PciAddress) -> Result<PciFunction, Sys
         class: dir.parse("class", "a class code such as 0x020000", PciClass::parse)?,
         driver: dir.link_target_name("driver")?,
         // Kernels built without NUMA have no numa_node file: same as -1.
-        numa_node: dir
-            .parse_opt(
-                "numa_node",
-                "a node number or -1",
-                NumaNode::parse_device_attr,
-            )?
-            .flatten(),
+        numa_node: dir.parse_opt("numa_node", "a node number or -1", NumaNode::parse_device_attr)?.flatten(),
         iommu_group: match dir.link_target_name("iommu_group")? {
             None => None,
-            Some(group) => {
-                Some(
-                    group
-                        .parse::<u32>()
-                        .map(IommuGroup)
-                        .map_err(|_| SysfsError::Malformed {
-                            path: dir.path().join("iommu_group"),
-                            value: group,
-                            expected: "a link to a numbered IOMMU group",
-                        })?,
-                )
-            }
+            Some(group) => Some(group.parse::<u32>().map(IommuGroup).map_err(|_| SysfsError::Malformed {
+                path: dir.path().join("iommu_group"),
+                value: group,
+                expected: "a link to a numbered IOMMU group",
+            })?),
         },
         netdev: read_netdev(dir)?,
     })
@@ -358,20 +402,22 @@ fn read_netdev(dir: &SysfsDir) -> Result<Option<Netdev>, SysfsError> {
     let Some(name) = dir.list("net")?.into_iter().next() else {
         return Ok(None);
     };
-    let net = dir.child("net").child(&name);
     let name = name.parse::<IfName>().map_err(|e| SysfsError::Malformed {
-        path: net.path().to_owned(),
+        path: dir.path().join("net"),
         value: e.value,
         expected: "an interface name",
     })?;
-    let link_type = net
-        .parse_opt("type", "an ARPHRD number", |v| v.parse::<u16>().ok())?
+    // Read relative to the device directory: opening net/<if> as a directory of its own
+    // would cost two more syscalls per VF.
+    let attr = |file: &str| format!("net/{name}/{file}");
+    let link_type = dir
+        .parse_opt(&attr("type"), "an ARPHRD number", |v| v.parse::<u16>().ok())?
         .map(LinkType::from_arphrd);
-    let operstate = net.parse_opt("operstate", "an RFC 2863 state", OperState::parse)?;
+    let operstate = dir.parse_opt(&attr("operstate"), "an RFC 2863 state", OperState::parse)?;
     // Reading `speed` of a link without carrier fails with EINVAL on most drivers, and others
     // print -1 (SPEED_UNKNOWN): both mean "no speed", not a broken device.
-    let speed_mbps = match net.read_opt("speed") {
-        Err(SysfsError::Io { source, .. }) if source.kind() == io::ErrorKind::InvalidInput => None,
+    let speed_mbps = match dir.read_opt(&attr("speed")) {
+        Err(SysfsError::Io { error, .. }) if error.kind() == io::ErrorKind::InvalidInput => None,
         other => match other? {
             None => None,
             Some(value) if value.starts_with('-') => None,
@@ -380,7 +426,7 @@ fn read_netdev(dir: &SysfsDir) -> Result<Option<Netdev>, SysfsError> {
                 Ok(speed) => Some(speed),
                 Err(_) => {
                     return Err(SysfsError::Malformed {
-                        path: net.path().join("speed"),
+                        path: dir.path().join(attr("speed")),
                         value,
                         expected: "a speed in Mb/s",
                     });
@@ -388,10 +434,5 @@ fn read_netdev(dir: &SysfsDir) -> Result<Option<Netdev>, SysfsError> {
             },
         },
     };
-    Ok(Some(Netdev {
-        name,
-        link_type,
-        operstate,
-        speed_mbps,
-    }))
+    Ok(Some(Netdev { name, link_type, operstate, speed_mbps }))
 }

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 pub enum SysfsError {
     /// The sysfs root (or a directory every discovery needs under it) does not exist or cannot
     /// be listed.
-    #[error("sysfs root {path}: {source}")]
+    #[error("sysfs root {path}: {error}")]
     Root {
         /// The directory that could not be opened.
         path: PathBuf,
         /// What the kernel said.
-        source: io::Error,
+        error: io::Error,
     },
     /// A file or link that must be there is missing.
     #[error("{path}: missing")]
@@ -22,12 +22,12 @@ pub enum SysfsError {
         path: PathBuf,
     },
     /// The file exists but reading it failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file that could not be read.
         path: PathBuf,
         /// What the kernel said.
-        source: io::Error,
+        error: io::Error,
     },
     /// The file was read but its content is not what the kernel writes there.
     #[error("{path}: malformed value {value:?} (expected {expected})")]

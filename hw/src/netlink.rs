@@ -38,7 +38,7 @@ impl fmt::Display for LinkId {
 pub enum NetlinkError {
     /// The socket could not be opened.
     #[error("opening a netlink socket: {0}")]
-    Socket(#[source] io::Error),
+    Socket(io::Error),
     /// The namespace could not be entered to open the socket.
     #[error(transparent)]
     Netns(#[from] NetnsError),
@@ -46,12 +46,12 @@ pub enum NetlinkError {
     #[error("{0}: no such link")]
     NoSuchLink(LinkId),
     /// The kernel refused or failed a request.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Request {
         /// The operation and its subject (`adding veth ens1f0v0`).
         what: String,
         /// The kernel's answer.
-        source: rtnetlink::Error,
+        error: rtnetlink::Error,
     },
 }
 
@@ -59,20 +59,14 @@ impl NetlinkError {
     /// The errno the kernel answered with, when it answered with one.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            Self::Request {
-                source: rtnetlink::Error::NetlinkError(msg),
-                ..
-            } => msg.code.map(|c| -c.get()),
+            Self::Request { error: rtnetlink::Error::NetlinkError(msg), .. } => msg.code.map(|c| -c.get()),
             _ => None,
         }
     }
 }
 
 fn request(what: impl FnOnce() -> String) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
-    move |source| NetlinkError::Request {
-        what: what(),
-        source,
-    }
+    move |source| NetlinkError::Request { what: what(), error: source }
 }
 
 /// A route-netlink connection bound to one network namespace.
@@ -102,32 +96,22 @@ impl Netlink {
 
     /// The index of the link named `name`, `None` when there is none.
     pub async fn try_link_index(&self, name: &IfName) -> Result<Option<u32>, NetlinkError> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
+        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
         match links.try_next().await {
             Ok(Some(link)) => Ok(Some(link.header.index)),
             Ok(None) => Ok(None),
-            Err(rtnetlink::Error::NetlinkError(msg))
-                if msg.code.map(|c| -c.get()) == Some(libc_enodev()) =>
-            {
+            Err(rtnetlink::Error::NetlinkError(msg)) if msg.code.map(|c| -c.get()) == Some(libc_enodev()) => {
                 Ok(None)
             }
-            Err(source) => Err(NetlinkError::Request {
-                what: format!("looking up link {name}"),
-                source,
-            }),
+            Err(source) => {
+                Err(NetlinkError::Request { what: format!("looking up link {name}"), error: source })
+            }
         }
     }
 
     /// The index of the link named `name`.
     pub async fn link_index(&self, name: &IfName) -> Result<u32, NetlinkError> {
-        self.try_link_index(name)
-            .await?
-            .ok_or_else(|| NetlinkError::NoSuchLink(LinkId::Name(name.clone())))
+        self.try_link_index(name).await?.ok_or_else(|| NetlinkError::NoSuchLink(LinkId::Name(name.clone())))
     }
 
     /// The names of every link in the namespace.
@@ -152,11 +136,7 @@ impl Netlink {
     }
 
     /// Adds a bridge, up, with `mac` when given; returns its index.
-    pub async fn add_bridge(
-        &self,
-        name: &IfName,
-        mac: Option<MacAddr>,
-    ) -> Result<u32, NetlinkError> {
+    pub async fn add_bridge(&self, name: &IfName, mac: Option<MacAddr>) -> Result<u32, NetlinkError> {
         let mut builder = LinkBridge::new(name.as_str());
         if let Some(mac) = mac {
             builder = builder.address(mac.0.to_vec());
@@ -191,18 +171,13 @@ impl Netlink {
 
     /// Makes link `index` a port of `controller` (a bridge) and brings it up, in one message.
     pub async fn set_controller_up(&self, index: u32, controller: u32) -> Result<(), NetlinkError> {
-        let message = LinkUnspec::new_with_index(index)
-            .controller(controller)
-            .up()
-            .build();
+        let message = LinkUnspec::new_with_index(index).controller(controller).up().build();
         self.handle
             .link()
             .set(message)
             .execute()
             .await
-            .map_err(request(|| {
-                format!("attaching link #{index} to #{controller}")
-            }))
+            .map_err(request(|| format!("attaching link #{index} to #{controller}")))
     }
 
     /// Brings link `index` up.
@@ -218,12 +193,7 @@ impl Netlink {
 
     /// Deletes link `index` (a veth takes its peer with it).
     pub async fn del_link(&self, index: u32) -> Result<(), NetlinkError> {
-        self.handle
-            .link()
-            .del(index)
-            .execute()
-            .await
-            .map_err(request(|| format!("deleting link #{index}")))
+        self.handle.link().del(index).execute().await.map_err(request(|| format!("deleting link #{index}")))
     }
 }
 
@@ -258,11 +228,7 @@ mod tests {
         assert_eq!(here.try_link_index(&a).await.unwrap(), None);
         let a_index = nl.link_index(&a).await.unwrap();
         nl.del_link(a_index).await.unwrap();
-        assert_eq!(
-            nl.try_link_index(&b).await.unwrap(),
-            None,
-            "deleting one veth end removes its peer"
-        );
+        assert_eq!(nl.try_link_index(&b).await.unwrap(), None, "deleting one veth end removes its peer");
         let err = nl.link_index(&a).await.unwrap_err();
         assert!(err.to_string().contains("pxa0"), "{err}");
         ns.delete().unwrap();

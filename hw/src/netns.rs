@@ -20,36 +20,36 @@ pub const NETNS_RUN_DIR: &str = "/run/netns";
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
     /// The namespace file could not be opened.
-    #[error("network namespace {path}: {source}")]
+    #[error("network namespace {path}: {error}")]
     Open {
         /// The namespace file.
         path: PathBuf,
         /// What the kernel said.
-        source: io::Error,
+        error: io::Error,
     },
     /// Creating a named namespace failed (it may already exist).
-    #[error("creating network namespace {path}: {source}")]
+    #[error("creating network namespace {path}: {error}")]
     Create {
         /// The namespace file being created.
         path: PathBuf,
         /// What the kernel said.
-        source: io::Error,
+        error: io::Error,
     },
     /// Removing a named namespace failed.
-    #[error("deleting network namespace {path}: {source}")]
+    #[error("deleting network namespace {path}: {error}")]
     Delete {
         /// The namespace file.
         path: PathBuf,
         /// What the kernel said.
-        source: io::Error,
+        error: io::Error,
     },
     /// Entering the namespace on the helper thread failed.
-    #[error("entering network namespace {path}: {source}")]
+    #[error("entering network namespace {path}: {error}")]
     Enter {
         /// The namespace file.
         path: PathBuf,
         /// What the kernel said.
-        source: io::Error,
+        error: io::Error,
     },
     /// The helper thread could not be started or panicked.
     #[error("network namespace {path}: helper thread failed")]
@@ -74,7 +74,7 @@ impl Netns {
         let path = path.into();
         match File::open(&path) {
             Ok(file) => Ok(Self { path, file }),
-            Err(source) => Err(NetnsError::Open { path, source }),
+            Err(source) => Err(NetnsError::Open { path, error: source }),
         }
     }
 
@@ -88,17 +88,10 @@ impl Netns {
     pub fn create(name: &str) -> Result<Self, NetnsError> {
         let dir = Path::new(NETNS_RUN_DIR);
         let path = dir.join(name);
-        let create_err = |source| NetnsError::Create {
-            path: path.clone(),
-            source,
-        };
+        let create_err = |source| NetnsError::Create { path: path.clone(), error: source };
         fs::create_dir_all(dir).map_err(create_err)?;
         // The bind mount needs a file to sit on; O_EXCL refuses a name in use.
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(create_err)?;
+        OpenOptions::new().write(true).create_new(true).open(&path).map_err(create_err)?;
         let mounted = std::thread::scope(|scope| {
             scope
                 .spawn(|| -> io::Result<()> {
@@ -120,7 +113,7 @@ impl Netns {
             Ok(Ok(())) => Self::open(&path),
             Ok(Err(source)) => {
                 let _ = fs::remove_file(&path);
-                Err(NetnsError::Create { path, source })
+                Err(NetnsError::Create { path, error: source })
             }
             Err(_) => {
                 let _ = fs::remove_file(&path);
@@ -157,17 +150,12 @@ impl Netns {
             scope
                 .spawn(|| {
                     nix::sched::setns(&self.file, CloneFlags::CLONE_NEWNET).map_err(|errno| {
-                        NetnsError::Enter {
-                            path: self.path.clone(),
-                            source: errno.into(),
-                        }
+                        NetnsError::Enter { path: self.path.clone(), error: errno.into() }
                     })?;
                     Ok(f())
                 })
                 .join()
-                .map_err(|_| NetnsError::Thread {
-                    path: self.path.clone(),
-                })?
+                .map_err(|_| NetnsError::Thread { path: self.path.clone() })?
         })
     }
 
@@ -182,10 +170,7 @@ impl Netns {
     /// Unmounts and removes the named namespace file at `path`; a path that is already gone
     /// is not an error.
     pub fn delete_path(path: &Path) -> Result<(), NetnsError> {
-        let err = |source| NetnsError::Delete {
-            path: path.to_owned(),
-            source,
-        };
+        let err = |source| NetnsError::Delete { path: path.to_owned(), error: source };
         match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
             Err(errno) => return Err(err(errno.into())),
@@ -215,17 +200,10 @@ mod tests {
         assert!(ns.name().unwrap().starts_with("plexus-hw-test-"));
         let inside = ns.run(|| inode("/proc/thread-self/ns/net")).unwrap();
         assert_ne!(inside, host, "helper thread must be in the new namespace");
-        assert_eq!(
-            inode("/proc/thread-self/ns/net"),
-            host,
-            "caller must stay where it was"
-        );
+        assert_eq!(inode("/proc/thread-self/ns/net"), host, "caller must stay where it was");
         // The same namespace, opened again by path, is the same inode.
         let again = Netns::open(&path).unwrap();
-        assert_eq!(
-            again.run(|| inode("/proc/thread-self/ns/net")).unwrap(),
-            inside
-        );
+        assert_eq!(again.run(|| inode("/proc/thread-self/ns/net")).unwrap(), inside);
         drop(again);
         ns.delete().unwrap();
         assert!(!path.exists());

@@ -6,9 +6,7 @@ use crate::error::SysfsError;
 use crate::sysfs::SysfsRoot;
 
 /// A NUMA node number.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct NumaNode(pub u32);
 
@@ -52,10 +50,7 @@ impl CpuList {
                 None => cpus.push(part.parse().ok()?),
             }
         }
-        Some(Self {
-            text: text.to_owned(),
-            cpus,
-        })
+        Some(Self { text: text.to_owned(), cpus })
     }
 
     /// The list as the kernel wrote it.
@@ -98,33 +93,29 @@ impl NumaTopology {
     /// Reads the topology. A node whose files are broken is left out and its error returned
     /// beside the others; a missing `devices/system/node` is a machine without NUMA.
     pub fn read(root: &SysfsRoot) -> (Self, Vec<SysfsError>) {
-        let dir = root.dir("devices/system/node");
-        let names = match dir.list("") {
+        let dir = match root.dir("devices/system/node") {
+            Ok(Some(dir)) => dir,
+            Ok(None) => return (Self::default(), Vec::new()),
+            Err(e) => return (Self::default(), vec![e]),
+        };
+        let names = match dir.list(".") {
             Ok(names) => names,
             Err(e) => return (Self::default(), vec![e]),
         };
         let mut nodes = Vec::new();
         let mut errors = Vec::new();
         for name in names {
-            let Some(id) = name
-                .strip_prefix("node")
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
+            let Some(id) = name.strip_prefix("node").and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
-            let node_dir = dir.child(&name);
             let read = || -> Result<NumaNodeInfo, SysfsError> {
+                let node_dir =
+                    dir.child(&name)?.ok_or_else(|| SysfsError::Missing { path: dir.path().join(&name) })?;
                 let cpus = node_dir.parse("cpulist", "a CPU list such as 0-3,8", CpuList::parse)?;
                 let distances = node_dir.parse("distance", "space-separated distances", |v| {
-                    v.split_whitespace()
-                        .map(|d| d.parse::<u32>().ok())
-                        .collect::<Option<Vec<_>>>()
+                    v.split_whitespace().map(|d| d.parse::<u32>().ok()).collect::<Option<Vec<_>>>()
                 })?;
-                Ok(NumaNodeInfo {
-                    id: NumaNode(id),
-                    cpus,
-                    distances,
-                })
+                Ok(NumaNodeInfo { id: NumaNode(id), cpus, distances })
             };
             match read() {
                 Ok(node) => nodes.push(node),
@@ -144,10 +135,7 @@ mod tests {
 
     #[test]
     fn cpu_lists() {
-        assert_eq!(
-            CpuList::parse("0-3,8,10-11").unwrap().cpus(),
-            [0, 1, 2, 3, 8, 10, 11]
-        );
+        assert_eq!(CpuList::parse("0-3,8,10-11").unwrap().cpus(), [0, 1, 2, 3, 8, 10, 11]);
         assert_eq!(CpuList::parse("").unwrap().cpus(), [] as [u32; 0]);
         assert!(CpuList::parse("3-1").is_none());
         assert!(CpuList::parse("a").is_none());

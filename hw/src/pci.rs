@@ -27,12 +27,7 @@ impl PciAddress {
     /// An address from its parts; `None` when the device (0-31) or function (0-7) is out of
     /// range.
     pub fn new(domain: u32, bus: u8, device: u8, function: u8) -> Option<Self> {
-        (device < 32 && function < 8).then_some(Self {
-            domain,
-            bus,
-            device,
-            function,
-        })
+        (device < 32 && function < 8).then_some(Self { domain, bus, device, function })
     }
 
     /// The PCI domain (segment).
@@ -58,11 +53,7 @@ impl PciAddress {
 
 impl fmt::Display for PciAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:04x}:{:02x}:{:02x}.{:x}",
-            self.domain, self.bus, self.device, self.function
-        )
+        write!(f, "{:04x}:{:02x}:{:02x}.{:x}", self.domain, self.bus, self.device, self.function)
     }
 }
 
@@ -70,22 +61,15 @@ fn hex_field<T: TryFrom<u32>>(text: &str, min: usize, max: usize) -> Option<T> {
     if text.len() < min || text.len() > max || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    u32::from_str_radix(text, 16)
-        .ok()
-        .and_then(|v| T::try_from(v).ok())
+    u32::from_str_radix(text, 16).ok().and_then(|v| T::try_from(v).ok())
 }
 
 impl FromStr for PciAddress {
     type Err = PciAddressError;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        let err = |reason| PciAddressError {
-            value: value.to_owned(),
-            reason,
-        };
-        let (rest, function) = value
-            .rsplit_once('.')
-            .ok_or_else(|| err("no '.' before the function"))?;
+        let err = |reason| PciAddressError { value: value.to_owned(), reason };
+        let (rest, function) = value.rsplit_once('.').ok_or_else(|| err("no '.' before the function"))?;
         let mut parts = rest.split(':');
         let (Some(domain), Some(bus), Some(device), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -97,8 +81,7 @@ impl FromStr for PciAddress {
         let bus = hex_field::<u8>(bus, 2, 2).ok_or_else(|| err("bad bus"))?;
         let device = hex_field::<u8>(device, 2, 2).ok_or_else(|| err("bad device"))?;
         let function = hex_field::<u8>(function, 1, 1).ok_or_else(|| err("bad function"))?;
-        Self::new(domain, bus, device, function)
-            .ok_or_else(|| err("device above 1f or function above 7"))
+        Self::new(domain, bus, device, function).ok_or_else(|| err("device above 1f or function above 7"))
     }
 }
 
@@ -112,10 +95,7 @@ pub struct PciId(pub u16);
 impl PciId {
     /// Parses `0x8086` (sysfs) or `8086` (config files).
     pub fn parse(text: &str) -> Option<Self> {
-        let digits = text
-            .strip_prefix("0x")
-            .or_else(|| text.strip_prefix("0X"))
-            .unwrap_or(text);
+        let digits = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")).unwrap_or(text);
         hex_field::<u16>(digits, 1, 4).map(Self)
     }
 }
@@ -156,12 +136,7 @@ mod tests {
 
     #[test]
     fn parses_and_prints_round_trip() {
-        for text in [
-            "0000:3b:00.0",
-            "0000:3b:02.7",
-            "ffff:ff:1f.7",
-            "10000:00:02.0",
-        ] {
+        for text in ["0000:3b:00.0", "0000:3b:02.7", "ffff:ff:1f.7", "10000:00:02.0"] {
             let addr: PciAddress = text.parse().unwrap();
             assert_eq!(addr.to_string(), text);
         }
@@ -190,37 +165,20 @@ mod tests {
 
     #[test]
     fn orders_numerically_not_lexically() {
-        let mut addrs: Vec<PciAddress> = [
-            "0000:3b:0a.0",
-            "0000:3b:02.1",
-            "0001:00:00.0",
-            "0000:3b:02.0",
-            "0000:af:00.0",
-        ]
-        .iter()
-        .map(|t| t.parse().unwrap())
-        .collect();
+        let mut addrs: Vec<PciAddress> =
+            ["0000:3b:0a.0", "0000:3b:02.1", "0001:00:00.0", "0000:3b:02.0", "0000:af:00.0"]
+                .iter()
+                .map(|t| t.parse().unwrap())
+                .collect();
         addrs.sort();
         let printed: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-        assert_eq!(
-            printed,
-            [
-                "0000:3b:02.0",
-                "0000:3b:02.1",
-                "0000:3b:0a.0",
-                "0000:af:00.0",
-                "0001:00:00.0"
-            ]
-        );
+        assert_eq!(printed, ["0000:3b:02.0", "0000:3b:02.1", "0000:3b:0a.0", "0000:af:00.0", "0001:00:00.0"]);
     }
 
     #[test]
     fn ids_and_classes() {
         assert_eq!(PciId::parse("0x8086"), Some(PciId(0x8086)));
-        assert_eq!(
-            PciId::parse("158B").map(|i| i.to_string()),
-            Some("158b".to_owned())
-        );
+        assert_eq!(PciId::parse("158B").map(|i| i.to_string()), Some("158b".to_owned()));
         assert_eq!(PciId::parse("0x"), None);
         assert_eq!(PciId::parse("0x123456"), None);
         let class = PciClass::parse("0x020000").unwrap();

@@ -48,12 +48,12 @@ pub enum SimError {
     #[error("invalid simulated node: {0}")]
     Spec(String),
     /// Writing or reading the fake tree failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// What the kernel said.
-        source: io::Error,
+        error: io::Error,
     },
     /// The directory holds no simulated node (no state file, or a broken one).
     #[error("{path}: not a simulated node ({reason})")]
@@ -88,13 +88,7 @@ pub struct SimSpec {
 
 impl Default for SimSpec {
     fn default() -> Self {
-        Self {
-            pfs: 4,
-            numa_nodes: 2,
-            vfs_per_pf: 8,
-            vfio_vfs_per_pf: 2,
-            cpus_per_node: 4,
-        }
+        Self { pfs: 4, numa_nodes: 2, vfs_per_pf: 8, vfio_vfs_per_pf: 2, cpus_per_node: 4 }
     }
 }
 
@@ -109,21 +103,13 @@ impl SimSpec {
     pub fn validate(&self) -> Result<(), SimError> {
         let bad = |what: String| Err(SimError::Spec(what));
         if self.pfs == 0 || self.pfs > Self::MAX_PFS {
-            return bad(format!(
-                "pfs = {}: must be 1 to {}",
-                self.pfs,
-                Self::MAX_PFS
-            ));
+            return bad(format!("pfs = {}: must be 1 to {}", self.pfs, Self::MAX_PFS));
         }
         if self.numa_nodes == 0 || self.numa_nodes > 64 {
             return bad(format!("numa_nodes = {}: must be 1 to 64", self.numa_nodes));
         }
         if self.vfs_per_pf > Self::MAX_VFS {
-            return bad(format!(
-                "vfs_per_pf = {}: must be at most {}",
-                self.vfs_per_pf,
-                Self::MAX_VFS
-            ));
+            return bad(format!("vfs_per_pf = {}: must be at most {}", self.vfs_per_pf, Self::MAX_VFS));
         }
         if self.vfio_vfs_per_pf > self.vfs_per_pf {
             return bad(format!(
@@ -132,10 +118,7 @@ impl SimSpec {
             ));
         }
         if self.cpus_per_node == 0 || self.cpus_per_node > 1024 {
-            return bad(format!(
-                "cpus_per_node = {}: must be 1 to 1024",
-                self.cpus_per_node
-            ));
+            return bad(format!("cpus_per_node = {}: must be 1 to 1024", self.cpus_per_node));
         }
         Ok(())
     }
@@ -196,10 +179,7 @@ pub struct SimNode {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SimError + '_ {
-    move |source| SimError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| SimError::Io { path: path.to_owned(), error: source }
 }
 
 fn write(path: &Path, content: impl AsRef<[u8]>) -> Result<(), SimError> {
@@ -226,18 +206,11 @@ impl SimNode {
         let root = root.into();
         let state_path = root.join(STATE_FILE);
         if state_path.exists() {
-            return Err(SimError::Spec(format!(
-                "{} already holds a simulated node",
-                root.display()
-            )));
+            return Err(SimError::Spec(format!("{} already holds a simulated node", root.display())));
         }
         mkdir(&root)?;
         let node = Self {
-            state: SimState {
-                spec: spec.clone(),
-                pfs: layout(spec)?,
-                netns: None,
-            },
+            state: SimState { spec: spec.clone(), pfs: layout(spec)?, netns: None },
             root,
             cleanup_on_drop: true,
         };
@@ -259,19 +232,11 @@ impl SimNode {
     pub fn load(root: impl Into<PathBuf>) -> Result<Self, SimError> {
         let root = root.into();
         let path = root.join(STATE_FILE);
-        let text = fs::read_to_string(&path).map_err(|e| SimError::NotASim {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let state = serde_json::from_str(&text).map_err(|e| SimError::NotASim {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(Self {
-            root,
-            state,
-            cleanup_on_drop: false,
-        })
+        let text = fs::read_to_string(&path)
+            .map_err(|e| SimError::NotASim { path: path.clone(), reason: e.to_string() })?;
+        let state = serde_json::from_str(&text)
+            .map_err(|e| SimError::NotASim { path: path.clone(), reason: e.to_string() })?;
+        Ok(Self { root, state, cleanup_on_drop: false })
     }
 
     /// The root of the fake sysfs tree (use it as the sysfs root).
@@ -313,9 +278,7 @@ impl SimNode {
     /// per PF and a veth per VF netdev, the representor end enslaved to its PF's bridge.
     pub async fn create_netdevs(&mut self, netns_name: &str) -> Result<(), SimError> {
         if let Some(existing) = &self.state.netns {
-            return Err(SimError::Spec(format!(
-                "links already made in namespace {existing}"
-            )));
+            return Err(SimError::Spec(format!("links already made in namespace {existing}")));
         }
         let netns = Netns::create(netns_name)?;
         // Record the namespace before making links, so a failure half way is still torn down.
@@ -349,10 +312,7 @@ impl SimNode {
         match fs::remove_dir_all(&self.root) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(SimError::Io {
-                path: self.root.clone(),
-                source,
-            }),
+            Err(source) => Err(SimError::Io { path: self.root.clone(), error: source }),
         }
     }
 
@@ -373,16 +333,12 @@ impl SimNode {
             let last = first + spec.cpus_per_node - 1;
             write(&dir.join("cpulist"), format!("{first}-{last}\n"))?;
             // SLIT convention: 10 to itself, 21 to every other node (two-socket servers).
-            let distances: Vec<&str> = (0..spec.numa_nodes)
-                .map(|o| if o == node { "10" } else { "21" })
-                .collect();
+            let distances: Vec<&str> =
+                (0..spec.numa_nodes).map(|o| if o == node { "10" } else { "21" }).collect();
             write(&dir.join("distance"), format!("{}\n", distances.join(" ")))?;
         }
         write(&base.join("online"), format!("0-{}\n", spec.numa_nodes - 1))?;
-        write(
-            &base.join("possible"),
-            format!("0-{}\n", spec.numa_nodes - 1),
-        )
+        write(&base.join("possible"), format!("0-{}\n", spec.numa_nodes - 1))
     }
 
     /// Writes a device directory and its `bus/pci/devices` link; returns the directory.
@@ -400,19 +356,10 @@ impl SimNode {
         write(&dir.join("device"), format!("{device_id}\n"))?;
         write(&dir.join("class"), format!("{NET_CLASS}\n"))?;
         write(&dir.join("numa_node"), format!("{numa}\n"))?;
-        link(
-            format!("../../../bus/pci/drivers/{driver}"),
-            &dir.join("driver"),
-        )?;
-        let group_dir = self
-            .root
-            .join("kernel/iommu_groups")
-            .join(group.to_string());
+        link(format!("../../../bus/pci/drivers/{driver}"), &dir.join("driver"))?;
+        let group_dir = self.root.join("kernel/iommu_groups").join(group.to_string());
         mkdir(&group_dir.join("devices"))?;
-        link(
-            format!("../../../kernel/iommu_groups/{group}"),
-            &dir.join("iommu_group"),
-        )?;
+        link(format!("../../../kernel/iommu_groups/{group}"), &dir.join("iommu_group"))?;
         let bus_dir = format!("pci{:04x}:{:02x}", address.domain(), address.bus());
         link(
             format!("../../../devices/{bus_dir}/{address}"),
@@ -422,13 +369,7 @@ impl SimNode {
     }
 
     /// Writes `net/<name>/` of a device and its `class/net` link.
-    fn write_netdev(
-        &self,
-        dir: &Path,
-        name: &IfName,
-        mac: MacAddr,
-        up: bool,
-    ) -> Result<(), SimError> {
+    fn write_netdev(&self, dir: &Path, name: &IfName, mac: MacAddr, up: bool) -> Result<(), SimError> {
         let net = dir.join("net").join(name.as_str());
         mkdir(&net)?;
         write(&net.join("type"), "1\n")?;
@@ -439,40 +380,21 @@ impl SimNode {
         if up {
             write(&net.join("speed"), format!("{PF_SPEED_MBPS}\n"))?;
         }
-        let rel = net
-            .strip_prefix(&self.root)
-            .map_err(|_| SimError::Spec("netdev outside root".into()))?;
-        link(
-            Path::new("../..").join(rel),
-            &self.root.join("class/net").join(name.as_str()),
-        )
+        let rel = net.strip_prefix(&self.root).map_err(|_| SimError::Spec("netdev outside root".into()))?;
+        link(Path::new("../..").join(rel), &self.root.join("class/net").join(name.as_str()))
     }
 
     fn write_pf(&self, pf: &SimPf) -> Result<(), SimError> {
-        let dir = self.write_device(
-            pf.address,
-            PF_DEVICE,
-            PF_DRIVER,
-            pf.numa_node,
-            pf.iommu_group,
-        )?;
+        let dir = self.write_device(pf.address, PF_DEVICE, PF_DRIVER, pf.numa_node, pf.iommu_group)?;
         let total = self.state.spec.vfs_per_pf.max(64);
         write(&dir.join("sriov_totalvfs"), format!("{total}\n"))?;
         write(&dir.join("sriov_numvfs"), format!("{}\n", pf.vfs.len()))?;
         self.write_netdev(&dir, &pf.netdev, pf.mac, true)?;
         for vf in &pf.vfs {
-            let driver = if vf.netdev.is_some() {
-                VF_DRIVER
-            } else {
-                VFIO_DRIVER
-            };
-            let vf_dir =
-                self.write_device(vf.address, VF_DEVICE, driver, pf.numa_node, vf.iommu_group)?;
+            let driver = if vf.netdev.is_some() { VF_DRIVER } else { VFIO_DRIVER };
+            let vf_dir = self.write_device(vf.address, VF_DEVICE, driver, pf.numa_node, vf.iommu_group)?;
             link(format!("../{}", pf.address), &vf_dir.join("physfn"))?;
-            link(
-                format!("../{}", vf.address),
-                &dir.join(format!("virtfn{}", vf.index)),
-            )?;
+            link(format!("../{}", vf.address), &dir.join(format!("virtfn{}", vf.index)))?;
             if let Some(netdev) = &vf.netdev {
                 self.write_netdev(&vf_dir, netdev, vf.mac, false)?;
             }
@@ -498,14 +420,10 @@ fn layout(spec: &SimSpec) -> Result<Vec<SimPf>, SimError> {
     let mut pfs = Vec::new();
     for i in 0..spec.pfs {
         let (card, port) = (i / 2, i % 2);
-        let bus =
-            u8::try_from(0x20 + 0x10 * card).map_err(|_| SimError::Spec("too many PFs".into()))?;
+        let bus = u8::try_from(0x20 + 0x10 * card).map_err(|_| SimError::Spec("too many PFs".into()))?;
         let addr = |device: u32, function: u32| {
-            PciAddress::new(0, bus, device as u8, function as u8).ok_or_else(|| {
-                SimError::Spec(format!(
-                    "no PCI slot for device {device} function {function}"
-                ))
-            })
+            PciAddress::new(0, bus, device as u8, function as u8)
+                .ok_or_else(|| SimError::Spec(format!("no PCI slot for device {device} function {function}")))
         };
         let netdev = format!("ens{}f{port}", card + 1);
         let numa_node = NumaNode(i * spec.numa_nodes / spec.pfs);
@@ -518,12 +436,8 @@ fn layout(spec: &SimSpec) -> Result<Vec<SimPf>, SimError> {
             vfs.push(SimVf {
                 address: addr(slot, v % 8)?,
                 index: VfIndex(v),
-                netdev: has_netdev
-                    .then(|| name(format!("{netdev}v{v}")))
-                    .transpose()?,
-                representor: has_netdev
-                    .then(|| name(format!("{netdev}r{v}")))
-                    .transpose()?,
+                netdev: has_netdev.then(|| name(format!("{netdev}v{v}"))).transpose()?,
+                representor: has_netdev.then(|| name(format!("{netdev}r{v}"))).transpose()?,
                 // Locally administered, 70:78 = "px", then PF and VF numbers.
                 mac: MacAddr([0x02, 0x70, 0x78, i as u8, (v >> 8) as u8 + 1, v as u8]),
                 iommu_group: IommuGroup(group),

@@ -54,12 +54,7 @@ impl FromStr for IfName {
     type Err = IfNameError;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        let err = |reason| {
-            Err(IfNameError {
-                value: value.to_owned(),
-                reason,
-            })
-        };
+        let err = |reason| Err(IfNameError { value: value.to_owned(), reason });
         if value.is_empty() {
             return err("empty");
         }
@@ -69,10 +64,7 @@ impl FromStr for IfName {
         if value == "." || value == ".." {
             return err("reserved name");
         }
-        if value
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace())
-        {
+        if value.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
             return err("contains '/', ':' or whitespace");
         }
         Ok(Self(value.to_owned()))
@@ -128,9 +120,7 @@ impl fmt::Display for MacAddr {
 }
 
 /// The index of a VF under its PF (`virtfn<N>`), as the kernel and `ip link set vf N` use it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct VfIndex(pub u32);
 
@@ -142,9 +132,7 @@ impl fmt::Display for VfIndex {
 
 /// An IOMMU group number (the basename of the `iommu_group` link); a VF bound to vfio-pci is
 /// opened through `/dev/vfio/<group>`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct IommuGroup(pub u32);
 
@@ -258,16 +246,7 @@ mod tests {
         for ok in ["eth0", "ens1f0v12", "a", "net-1_x.y", "123456789012345"] {
             assert_eq!(ok.parse::<IfName>().unwrap().as_str(), ok);
         }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "1234567890123456",
-            "a/b",
-            "a:b",
-            "a b",
-            "tab\t",
-        ] {
+        for bad in ["", ".", "..", "1234567890123456", "a/b", "a:b", "a b", "tab\t"] {
             let err = bad.parse::<IfName>().unwrap_err();
             assert_eq!(err.value, bad);
         }
@@ -277,13 +256,7 @@ mod tests {
     fn mac_addresses_round_trip() {
         let mac: MacAddr = "02:AB:cd:00:01:ff".parse().unwrap();
         assert_eq!(mac.to_string(), "02:ab:cd:00:01:ff");
-        for bad in [
-            "",
-            "02:ab:cd:00:01",
-            "02:ab:cd:00:01:ff:00",
-            "2:ab:cd:00:01:ff",
-            "zz:ab:cd:00:01:ff",
-        ] {
+        for bad in ["", "02:ab:cd:00:01", "02:ab:cd:00:01:ff:00", "2:ab:cd:00:01:ff", "zz:ab:cd:00:01:ff"] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }
@@ -293,15 +266,7 @@ mod tests {
         assert_eq!(LinkType::from_arphrd(1).to_string(), "ether");
         assert_eq!(LinkType::from_arphrd(32).to_string(), "infiniband");
         assert_eq!(LinkType::from_arphrd(776).to_string(), "776");
-        for s in [
-            "unknown",
-            "notpresent",
-            "down",
-            "lowerlayerdown",
-            "testing",
-            "dormant",
-            "up",
-        ] {
+        for s in ["unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up"] {
             assert_eq!(OperState::parse(s).unwrap().as_str(), s);
         }
         assert_eq!(OperState::parse("UP"), None);

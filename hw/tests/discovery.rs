@@ -5,9 +5,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 
 use plexus_hw::sim::{ScratchDir, SimNode, SimSpec};
-use plexus_hw::{
-    LinkType, NumaNode, OperState, PciAddress, SysfsError, SysfsRoot, VfIndex, discover,
-};
+use plexus_hw::{LinkType, NumaNode, OperState, PciAddress, SysfsError, SysfsRoot, VfIndex, discover};
 
 fn sim(spec: SimSpec) -> (ScratchDir, SimNode) {
     let scratch = ScratchDir::new("disc").unwrap();
@@ -21,13 +19,7 @@ fn addr(text: &str) -> PciAddress {
 
 #[test]
 fn discovers_every_pf_and_vf_of_the_simulated_node() {
-    let spec = SimSpec {
-        pfs: 4,
-        numa_nodes: 2,
-        vfs_per_pf: 8,
-        vfio_vfs_per_pf: 2,
-        cpus_per_node: 4,
-    };
+    let spec = SimSpec { pfs: 4, numa_nodes: 2, vfs_per_pf: 8, vfio_vfs_per_pf: 2, cpus_per_node: 4 };
     let (_scratch, node) = sim(spec);
     let found = discover(&SysfsRoot::new(node.root())).unwrap();
     assert!(found.problems.is_empty(), "{:?}", found.problems);
@@ -36,30 +28,10 @@ fn discovers_every_pf_and_vf_of_the_simulated_node() {
     assert_eq!(found.numa.nodes[1].cpus.as_str(), "4-7");
     assert_eq!(found.numa.distance(NumaNode(0), NumaNode(1)), Some(21));
 
-    let pfs: Vec<String> = found
-        .pfs
-        .iter()
-        .map(|pf| pf.function.address.to_string())
-        .collect();
-    assert_eq!(
-        pfs,
-        [
-            "0000:20:00.0",
-            "0000:20:00.1",
-            "0000:30:00.0",
-            "0000:30:00.1"
-        ]
-    );
+    let pfs: Vec<String> = found.pfs.iter().map(|pf| pf.function.address.to_string()).collect();
+    assert_eq!(pfs, ["0000:20:00.0", "0000:20:00.1", "0000:30:00.0", "0000:30:00.1"]);
     let numa: Vec<Option<NumaNode>> = found.pfs.iter().map(|pf| pf.function.numa_node).collect();
-    assert_eq!(
-        numa,
-        [
-            Some(NumaNode(0)),
-            Some(NumaNode(0)),
-            Some(NumaNode(1)),
-            Some(NumaNode(1))
-        ]
-    );
+    assert_eq!(numa, [Some(NumaNode(0)), Some(NumaNode(0)), Some(NumaNode(1)), Some(NumaNode(1))]);
 
     let pf = &found.pfs[0];
     assert_eq!(pf.function.vendor.to_string(), "8086");
@@ -68,10 +40,7 @@ fn discovers_every_pf_and_vf_of_the_simulated_node() {
     assert_eq!(pf.function.driver.as_deref(), Some("i40e"));
     assert_eq!((pf.total_vfs, pf.num_vfs), (64, 8));
     assert_eq!(pf.vendor_name(), Some("Intel Corporation"));
-    assert_eq!(
-        pf.device_name(),
-        Some("Ethernet Controller XXV710 for 25GbE SFP28")
-    );
+    assert_eq!(pf.device_name(), Some("Ethernet Controller XXV710 for 25GbE SFP28"));
     let netdev = pf.function.netdev.as_ref().unwrap();
     assert_eq!(netdev.name.as_str(), "ens1f0");
     assert_eq!(netdev.link_type, Some(LinkType::Ether));
@@ -86,11 +55,7 @@ fn discovers_every_pf_and_vf_of_the_simulated_node() {
     assert_eq!(vf.function.driver.as_deref(), Some("iavf"));
     assert_eq!(vf.function.netdev_name(), Some("ens1f0v0"));
     assert!(vf.function.iommu_group.is_some());
-    assert_eq!(
-        vf.function.netdev.as_ref().unwrap().speed_mbps,
-        None,
-        "a down VF reports no speed"
-    );
+    assert_eq!(vf.function.netdev.as_ref().unwrap().speed_mbps, None, "a down VF reports no speed");
     assert!(!vf.is_dpdk());
 
     // The second port's VFs sit after the first port's on the same bus.
@@ -102,23 +67,12 @@ fn discovers_every_pf_and_vf_of_the_simulated_node() {
 
 #[test]
 fn vfio_bound_vfs_have_no_netdev_and_are_dpdk() {
-    let (_scratch, node) = sim(SimSpec {
-        pfs: 1,
-        vfs_per_pf: 4,
-        vfio_vfs_per_pf: 2,
-        ..SimSpec::default()
-    });
+    let (_scratch, node) = sim(SimSpec { pfs: 1, vfs_per_pf: 4, vfio_vfs_per_pf: 2, ..SimSpec::default() });
     let found = discover(&SysfsRoot::new(node.root())).unwrap();
     let vfs = &found.pfs[0].vfs;
     let shape: Vec<(Option<&str>, Option<&str>, bool)> = vfs
         .iter()
-        .map(|vf| {
-            (
-                vf.function.driver.as_deref(),
-                vf.function.netdev_name(),
-                vf.is_dpdk(),
-            )
-        })
+        .map(|vf| (vf.function.driver.as_deref(), vf.function.netdev_name(), vf.is_dpdk()))
         .collect();
     assert_eq!(
         shape,
@@ -133,30 +87,17 @@ fn vfio_bound_vfs_have_no_netdev_and_are_dpdk() {
 
 #[test]
 fn virtfn_links_are_ordered_numerically() {
-    let (_scratch, node) = sim(SimSpec {
-        pfs: 1,
-        vfs_per_pf: 12,
-        vfio_vfs_per_pf: 0,
-        ..SimSpec::default()
-    });
+    let (_scratch, node) = sim(SimSpec { pfs: 1, vfs_per_pf: 12, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     let found = discover(&SysfsRoot::new(node.root())).unwrap();
     let indexes: Vec<u32> = found.pfs[0].vfs.iter().map(|vf| vf.index.0).collect();
     assert_eq!(indexes, (0..12).collect::<Vec<_>>());
-    assert_eq!(
-        found.pfs[0].vfs[10].function.netdev_name(),
-        Some("ens1f0v10")
-    );
+    assert_eq!(found.pfs[0].vfs[10].function.netdev_name(), Some("ens1f0v10"));
     assert_eq!(found.pfs[0].vfs[10].function.address, addr("0000:20:03.2"));
 }
 
 #[test]
 fn unknown_numa_node_is_none() {
-    let (_scratch, node) = sim(SimSpec {
-        pfs: 1,
-        vfs_per_pf: 2,
-        vfio_vfs_per_pf: 0,
-        ..SimSpec::default()
-    });
+    let (_scratch, node) = sim(SimSpec { pfs: 1, vfs_per_pf: 2, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     let pf = &node.pfs()[0];
     fs::write(node.device_dir(pf.address).join("numa_node"), "-1\n").unwrap();
     // A kernel without NUMA has no numa_node file at all: also unknown.
@@ -170,12 +111,7 @@ fn unknown_numa_node_is_none() {
 
 #[test]
 fn unbound_vf_has_no_driver() {
-    let (_scratch, node) = sim(SimSpec {
-        pfs: 1,
-        vfs_per_pf: 2,
-        vfio_vfs_per_pf: 0,
-        ..SimSpec::default()
-    });
+    let (_scratch, node) = sim(SimSpec { pfs: 1, vfs_per_pf: 2, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     let vf = &node.pfs()[0].vfs[1];
     let dir = node.device_dir(vf.address);
     fs::remove_file(dir.join("driver")).unwrap();
@@ -189,41 +125,23 @@ fn unbound_vf_has_no_driver() {
 
 #[test]
 fn pf_with_sriov_disabled_is_listed_with_no_vfs() {
-    let (_scratch, node) = sim(SimSpec {
-        pfs: 2,
-        vfs_per_pf: 0,
-        vfio_vfs_per_pf: 0,
-        ..SimSpec::default()
-    });
+    let (_scratch, node) = sim(SimSpec { pfs: 2, vfs_per_pf: 0, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     let found = discover(&SysfsRoot::new(node.root())).unwrap();
     assert_eq!(found.pfs.len(), 2);
-    assert!(
-        found
-            .pfs
-            .iter()
-            .all(|pf| pf.vfs.is_empty() && pf.num_vfs == 0 && pf.total_vfs == 64)
-    );
+    assert!(found.pfs.iter().all(|pf| pf.vfs.is_empty() && pf.num_vfs == 0 && pf.total_vfs == 64));
 }
 
 #[test]
 fn devices_without_sriov_are_not_listed() {
-    let (_scratch, node) = sim(SimSpec {
-        pfs: 1,
-        vfs_per_pf: 1,
-        vfio_vfs_per_pf: 0,
-        ..SimSpec::default()
-    });
+    let (_scratch, node) = sim(SimSpec { pfs: 1, vfs_per_pf: 1, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     // A host bridge: a PCI device with no sriov_totalvfs.
     let dir = node.root().join("devices/pci0000:00/0000:00:00.0");
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("vendor"), "0x8086\n").unwrap();
     fs::write(dir.join("device"), "0x2020\n").unwrap();
     fs::write(dir.join("class"), "0x060000\n").unwrap();
-    symlink(
-        "../../../devices/pci0000:00/0000:00:00.0",
-        node.root().join("bus/pci/devices/0000:00:00.0"),
-    )
-    .unwrap();
+    symlink("../../../devices/pci0000:00/0000:00:00.0", node.root().join("bus/pci/devices/0000:00:00.0"))
+        .unwrap();
     let found = discover(&SysfsRoot::new(node.root())).unwrap();
     assert!(found.problems.is_empty(), "{:?}", found.problems);
     assert_eq!(found.pfs.len(), 1);
@@ -232,12 +150,7 @@ fn devices_without_sriov_are_not_listed() {
 
 #[test]
 fn a_broken_vf_is_reported_and_skipped_the_rest_survive() {
-    let (_scratch, node) = sim(SimSpec {
-        pfs: 2,
-        vfs_per_pf: 3,
-        vfio_vfs_per_pf: 0,
-        ..SimSpec::default()
-    });
+    let (_scratch, node) = sim(SimSpec { pfs: 2, vfs_per_pf: 3, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     let broken = node.pfs()[0].vfs[1].address;
     let vendor = node.device_dir(broken).join("vendor");
     fs::write(&vendor, "intel\n").unwrap();
@@ -252,71 +165,36 @@ fn a_broken_vf_is_reported_and_skipped_the_rest_survive() {
     assert!(matches!(problem.error, SysfsError::Malformed { .. }));
     assert!(problem.error.path().ends_with("vendor"));
     let text = problem.to_string();
-    assert!(
-        text.contains(&broken.to_string()) && text.contains("\"intel\""),
-        "{text}"
-    );
+    assert!(text.contains(&broken.to_string()) && text.contains("\"intel\""), "{text}");
 }
 
 #[test]
 fn a_broken_pf_is_reported_and_skipped() {
-    let (_scratch, node) = sim(SimSpec {
-        pfs: 2,
-        vfs_per_pf: 2,
-        vfio_vfs_per_pf: 0,
-        ..SimSpec::default()
-    });
+    let (_scratch, node) = sim(SimSpec { pfs: 2, vfs_per_pf: 2, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     let broken = node.pfs()[1].address;
     fs::remove_file(node.device_dir(broken).join("sriov_numvfs")).unwrap();
     let found = discover(&SysfsRoot::new(node.root())).unwrap();
     assert_eq!(found.pfs.len(), 1);
     assert_eq!(found.problems.len(), 1);
     assert_eq!(found.problems[0].device, Some(broken));
-    assert!(matches!(
-        found.problems[0].error,
-        SysfsError::Missing { .. }
-    ));
-    assert!(
-        found.problems[0]
-            .to_string()
-            .contains("sriov_numvfs: missing")
-    );
+    assert!(matches!(found.problems[0].error, SysfsError::Missing { .. }));
+    assert!(found.problems[0].to_string().contains("sriov_numvfs: missing"));
 }
 
 #[test]
 fn a_vf_whose_physfn_points_elsewhere_is_refused() {
-    let (_scratch, node) = sim(SimSpec {
-        pfs: 2,
-        vfs_per_pf: 1,
-        vfio_vfs_per_pf: 0,
-        ..SimSpec::default()
-    });
+    let (_scratch, node) = sim(SimSpec { pfs: 2, vfs_per_pf: 1, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     let vf_dir = node.device_dir(node.pfs()[0].vfs[0].address);
     fs::remove_file(vf_dir.join("physfn")).unwrap();
-    symlink(
-        format!("../{}", node.pfs()[1].address),
-        vf_dir.join("physfn"),
-    )
-    .unwrap();
+    symlink(format!("../{}", node.pfs()[1].address), vf_dir.join("physfn")).unwrap();
     let found = discover(&SysfsRoot::new(node.root())).unwrap();
     assert!(found.pfs[0].vfs.is_empty());
-    assert!(
-        found.problems[0]
-            .to_string()
-            .contains("a link back to the PF"),
-        "{}",
-        found.problems[0]
-    );
+    assert!(found.problems[0].to_string().contains("a link back to the PF"), "{}", found.problems[0]);
 }
 
 #[test]
 fn link_type_and_speed_quirks() {
-    let (_scratch, node) = sim(SimSpec {
-        pfs: 2,
-        vfs_per_pf: 0,
-        vfio_vfs_per_pf: 0,
-        ..SimSpec::default()
-    });
+    let (_scratch, node) = sim(SimSpec { pfs: 2, vfs_per_pf: 0, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     let net = node.device_dir(node.pfs()[0].address).join("net/ens1f0");
     fs::write(net.join("type"), "32\n").unwrap();
     fs::write(net.join("speed"), "-1\n").unwrap();
@@ -335,11 +213,7 @@ fn link_type_and_speed_quirks() {
 #[test]
 fn numa_cpulist_broken_is_a_problem_not_a_failure() {
     let (_scratch, node) = sim(SimSpec::default());
-    fs::write(
-        node.root().join("devices/system/node/node1/cpulist"),
-        "4-x\n",
-    )
-    .unwrap();
+    fs::write(node.root().join("devices/system/node/node1/cpulist"), "4-x\n").unwrap();
     let found = discover(&SysfsRoot::new(node.root())).unwrap();
     assert_eq!(found.numa.nodes.len(), 1);
     assert_eq!(found.pfs.len(), 4);
@@ -361,34 +235,10 @@ fn a_missing_root_or_bus_directory_fails_naming_it() {
 fn simulator_refuses_bad_specs_and_a_second_build() {
     let scratch = ScratchDir::new("sim-spec").unwrap();
     for (spec, field) in [
-        (
-            SimSpec {
-                pfs: 0,
-                ..SimSpec::default()
-            },
-            "pfs",
-        ),
-        (
-            SimSpec {
-                vfs_per_pf: 121,
-                ..SimSpec::default()
-            },
-            "vfs_per_pf",
-        ),
-        (
-            SimSpec {
-                vfio_vfs_per_pf: 9,
-                ..SimSpec::default()
-            },
-            "vfio_vfs_per_pf",
-        ),
-        (
-            SimSpec {
-                numa_nodes: 0,
-                ..SimSpec::default()
-            },
-            "numa_nodes",
-        ),
+        (SimSpec { pfs: 0, ..SimSpec::default() }, "pfs"),
+        (SimSpec { vfs_per_pf: 121, ..SimSpec::default() }, "vfs_per_pf"),
+        (SimSpec { vfio_vfs_per_pf: 9, ..SimSpec::default() }, "vfio_vfs_per_pf"),
+        (SimSpec { numa_nodes: 0, ..SimSpec::default() }, "numa_nodes"),
     ] {
         let err = SimNode::build(scratch.path().join("x"), &spec).unwrap_err();
         assert!(err.to_string().contains(field), "{err}");
@@ -407,10 +257,7 @@ fn simulator_refuses_bad_specs_and_a_second_build() {
     let big_node = SimNode::build(scratch.path().join("big"), &big).unwrap();
     let found = discover(&SysfsRoot::new(big_node.root())).unwrap();
     assert!(found.problems.is_empty(), "{:?}", found.problems.first());
-    assert_eq!(
-        found.vfs().count(),
-        (SimSpec::MAX_PFS * SimSpec::MAX_VFS) as usize
-    );
+    assert_eq!(found.vfs().count(), (SimSpec::MAX_PFS * SimSpec::MAX_VFS) as usize);
     node.destroy().unwrap();
     assert!(!scratch.path().join("sys").exists());
 }
@@ -418,9 +265,7 @@ fn simulator_refuses_bad_specs_and_a_second_build() {
 #[test]
 fn a_loaded_node_matches_the_built_one_and_destroy_removes_it() {
     let scratch = ScratchDir::new("sim-load").unwrap();
-    let root = SimNode::build(scratch.path().join("sys"), &SimSpec::default())
-        .unwrap()
-        .keep();
+    let root = SimNode::build(scratch.path().join("sys"), &SimSpec::default()).unwrap().keep();
     let loaded = SimNode::load(&root).unwrap();
     assert_eq!(loaded.spec(), &SimSpec::default());
     assert_eq!(loaded.pfs().len(), 4);
