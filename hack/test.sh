@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, then every test of the workspace
+# (unit, end-to-end, and each criterion bench once in test mode). Run as root: the network
+# namespace tests run for real, each in namespaces of its own.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash hack/install-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --all-targets --locked
+# Doc tests are not part of --all-targets.
+cargo test --workspace --doc --locked
+
+echo "== nothing left behind"
+leftover=$(ip netns list | grep -E '^plexus-' || true)
+if [ -n "$leftover" ]; then
+    echo "network namespaces left behind by the tests:" >&2
+    echo "$leftover" >&2
+    exit 1
+fi
+echo "no plexus-* namespace left"
