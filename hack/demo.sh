@@ -10,7 +10,8 @@ bash hack/install-deps.sh
 cargo build --quiet --release -p plexus-agent
 agent=target/release/plexus-agent
 
-work=$(mktemp -d /tmp/plexus-demo-XXXXXX)
+# tmpfs, like sysfs: a fake tree on disk takes seconds to write on slow disks.
+work=$(mktemp -d "${TMPDIR:-/dev/shm}/plexus-demo-XXXXXX")
 root=$work/sys
 netns=plexus-demo-$$
 cleanup() {

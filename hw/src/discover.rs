@@ -186,17 +186,18 @@ pub fn discover(root: &SysfsRoot) -> Result<Discovery, SysfsError> {
     })
     .into_iter();
 
+    // Results come back in work order: each PF, then its VFs.
     for pf in &scanned {
-        let mut pf_result = results.next();
+        let pf_result = results.next().flatten();
         let mut vfs = Vec::with_capacity(pf.vfs.len());
         for _ in &pf.vfs {
-            match results.next() {
+            match results.next().flatten() {
                 Some(Ok(Read::Vf(vf))) => vfs.push(vf),
                 Some(Err((device, error))) => found.problems.push(Problem { device: Some(device), error }),
                 _ => {}
             }
         }
-        match pf_result.take() {
+        match pf_result {
             Some(Ok(Read::Pf((function, num_vfs)))) => {
                 found.pfs.push(PhysicalFunction { function, total_vfs: pf.total_vfs, num_vfs, vfs })
             }
@@ -315,14 +316,15 @@ fn scan_device(
 }
 
 /// Runs `read` on every item, on up to one thread per CPU, and returns the results in the
-/// items' order. Small inputs stay on the calling thread: a thread costs more than a few
-/// dozen reads.
-fn read_in_parallel<T: Sync, R: Send>(items: &[T], read: impl Fn(&T) -> R + Sync) -> Vec<R> {
+/// items' order; `None` only for items of a thread that panicked (a bug, kept from shifting
+/// the other results). Small inputs stay on the calling thread: a thread costs more than a
+/// few dozen reads.
+fn read_in_parallel<T: Sync, R: Send>(items: &[T], read: impl Fn(&T) -> R + Sync) -> Vec<Option<R>> {
     const ITEMS_PER_THREAD: usize = 64;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = cpus.min(items.len().div_ceil(ITEMS_PER_THREAD));
     if threads <= 1 {
-        return items.iter().map(read).collect();
+        return items.iter().map(|item| Some(read(item))).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let worker = || {
@@ -333,19 +335,20 @@ fn read_in_parallel<T: Sync, R: Send>(items: &[T], read: impl Fn(&T) -> R + Sync
             done.push((i, read(item)));
         }
     };
-    let mut all: Vec<(usize, R)> = std::thread::scope(|scope| {
+    let mut results: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    std::thread::scope(|scope| {
         let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(worker)).collect();
-        let mut all = worker();
+        let mut done = worker();
         for helper in helpers {
-            // A panicking reader is a bug; keep its items' results out rather than abort.
-            if let Ok(done) = helper.join() {
-                all.extend(done);
+            if let Ok(more) = helper.join() {
+                done.extend(more);
             }
         }
-        all
+        for (i, result) in done {
+            results[i] = Some(result);
+        }
     });
-    all.sort_unstable_by_key(|(i, _)| *i);
-    all.into_iter().map(|(_, r)| r).collect()
+    results
 }
 
 fn read_pf_function(pf: &ScannedPf) -> Result<(PciFunction, u32), SysfsError> {

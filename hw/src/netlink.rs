@@ -137,16 +137,12 @@ impl Netlink {
 
     /// Adds a bridge, up, with `mac` when given; returns its index.
     pub async fn add_bridge(&self, name: &IfName, mac: Option<MacAddr>) -> Result<u32, NetlinkError> {
-        let mut builder = LinkBridge::new(name.as_str());
-        if let Some(mac) = mac {
-            builder = builder.address(mac.0.to_vec());
-        }
-        self.handle
-            .link()
-            .add(builder.build())
-            .execute()
-            .await
-            .map_err(request(|| format!("adding bridge {name}")))?;
+        let builder = LinkBridge::new(name.as_str());
+        let builder = match mac {
+            Some(mac) => builder.address(mac.0.to_vec()),
+            None => builder,
+        };
+        self.add_link(builder.build(), || format!("adding bridge {name}")).await?;
         self.link_index(name).await
     }
 
@@ -157,16 +153,12 @@ impl Netlink {
         peer: &IfName,
         mac: Option<MacAddr>,
     ) -> Result<(), NetlinkError> {
-        let mut builder = LinkVeth::new(name.as_str(), peer.as_str());
-        if let Some(mac) = mac {
-            builder = builder.address(mac.0.to_vec());
-        }
-        self.handle
-            .link()
-            .add(builder.build())
-            .execute()
-            .await
-            .map_err(request(|| format!("adding veth {name} (peer {peer})")))
+        let builder = LinkVeth::new(name.as_str(), peer.as_str());
+        let builder = match mac {
+            Some(mac) => builder.address(mac.0.to_vec()),
+            None => builder,
+        };
+        self.add_link(builder.build(), || format!("adding veth {name} (peer {peer})")).await
     }
 
     /// Makes link `index` a port of `controller` (a bridge) and brings it up, in one message.
@@ -180,15 +172,12 @@ impl Netlink {
             .map_err(request(|| format!("attaching link #{index} to #{controller}")))
     }
 
-    /// Brings link `index` up.
-    pub async fn set_up(&self, index: u32) -> Result<(), NetlinkError> {
-        let message = LinkUnspec::new_with_index(index).up().build();
-        self.handle
-            .link()
-            .set(message)
-            .execute()
-            .await
-            .map_err(request(|| format!("bringing link #{index} up")))
+    async fn add_link(
+        &self,
+        message: LinkMessage,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), NetlinkError> {
+        self.handle.link().add(message).execute().await.map_err(request(what))
     }
 
     /// Deletes link `index` (a veth takes its peer with it).

@@ -458,6 +458,10 @@ fn layout(spec: &SimSpec) -> Result<Vec<SimPf>, SimError> {
 
 /// A temporary directory removed (with everything in it) when dropped; for tests, benches and
 /// the demo. Made with `mkdtemp`, so concurrent users never collide.
+///
+/// It lives under `$TMPDIR` when set, else in `/dev/shm`: sysfs is an in-memory filesystem and
+/// so is tmpfs, while a disk filesystem makes building a fake tree of a few thousand files
+/// take seconds instead of milliseconds (about 1 ms per file on this project's VM).
 #[derive(Debug)]
 pub struct ScratchDir {
     path: PathBuf,
@@ -466,7 +470,12 @@ pub struct ScratchDir {
 impl ScratchDir {
     /// A new empty directory `<tmp>/plexus-<tag>-XXXXXX`.
     pub fn new(tag: &str) -> io::Result<Self> {
-        let template = std::env::temp_dir().join(format!("plexus-{tag}-XXXXXX"));
+        let base = match std::env::var_os("TMPDIR") {
+            Some(dir) => PathBuf::from(dir),
+            None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
+            None => std::env::temp_dir(),
+        };
+        let template = base.join(format!("plexus-{tag}-XXXXXX"));
         let path = nix::unistd::mkdtemp(&template)?;
         Ok(Self { path })
     }

@@ -274,3 +274,29 @@ fn a_loaded_node_matches_the_built_one_and_destroy_removes_it() {
     let err = SimNode::load(&root).unwrap_err();
     assert!(err.to_string().contains("not a simulated node"), "{err}");
 }
+
+#[test]
+fn broken_devices_on_a_node_read_in_parallel_keep_the_rest_in_place() {
+    // Large enough that the per-function reads are split over threads (on a multi-CPU machine).
+    let (_scratch, node) =
+        sim(SimSpec { pfs: 4, numa_nodes: 2, vfs_per_pf: 64, vfio_vfs_per_pf: 8, cpus_per_node: 2 });
+    let broken_pf = node.pfs()[1].address;
+    let broken_vf = node.pfs()[2].vfs[5].address;
+    fs::write(node.device_dir(broken_pf).join("sriov_numvfs"), "many\n").unwrap();
+    fs::write(node.device_dir(broken_vf).join("device"), "0xzz\n").unwrap();
+    let found = discover(&SysfsRoot::new(node.root())).unwrap();
+
+    let pfs: Vec<PciAddress> = found.pfs.iter().map(|pf| pf.function.address).collect();
+    assert_eq!(pfs, [node.pfs()[0].address, node.pfs()[2].address, node.pfs()[3].address]);
+    for (pf, sim_pf) in found.pfs.iter().zip([&node.pfs()[0], &node.pfs()[2], &node.pfs()[3]]) {
+        let expected: Vec<PciAddress> =
+            sim_pf.vfs.iter().map(|vf| vf.address).filter(|a| *a != broken_vf).collect();
+        let got: Vec<PciAddress> = pf.vfs.iter().map(|vf| vf.function.address).collect();
+        assert_eq!(got, expected);
+        assert!(pf.vfs.iter().all(|vf| vf.pf == pf.function.address));
+        assert_eq!(pf.function.netdev_name(), Some(sim_pf.netdev.as_str()));
+    }
+    let mut problems: Vec<Option<PciAddress>> = found.problems.iter().map(|p| p.device).collect();
+    problems.sort();
+    assert_eq!(problems, [Some(broken_pf), Some(broken_vf)]);
+}
