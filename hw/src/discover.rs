@@ -52,6 +52,8 @@ pub struct PciFunction {
     pub iommu_group: Option<IommuGroup>,
     /// The first netdev in `net/`, `None` when the driver makes none (vfio-pci, uio).
     pub netdev: Option<Netdev>,
+    /// RDMA devices in `infiniband/` (`mlx5_0`), empty when the function has none.
+    pub rdma_devices: Vec<String>,
 }
 
 impl PciFunction {
@@ -398,6 +400,7 @@ fn read_function(dir: &SysfsDir, address: PciAddress) -> Result<PciFunction, Sys
             })?),
         },
         netdev: read_netdev(dir)?,
+        rdma_devices: dir.list("infiniband")?,
     })
 }
 
