@@ -3,10 +3,18 @@
 //! - [`config`]: the pool config (the SR-IOV device plugin's format).
 //! - [`pools`]: which discovered devices each pool gets, and why others were left out.
 //! - [`allocator`]: NUMA-aligned, PF-spreading preferred allocation.
-//! - [`proto`]: the kubelet's gRPC APIs.
+//! - [`allocate`]: `Allocate` responses and device-info files.
+//! - [`service`]: the `DevicePlugin` gRPC service of a pool.
+//! - [`plugin`]: the runner: sockets, registration, re-discovery, health, kubelet restarts.
+//! - [`standin`]: a kubelet stand-in for tests and the demo.
+//! - [`proto`], [`transport`]: the kubelet's gRPC APIs over unix sockets.
 
 pub mod allocate;
 pub mod allocator;
 pub mod config;
+pub mod plugin;
 pub mod pools;
 pub mod proto;
+pub mod service;
+pub mod standin;
+pub mod transport;

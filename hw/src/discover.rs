@@ -442,3 +442,35 @@ fn read_netdev(dir: &SysfsDir) -> Result<Option<Netdev>, SysfsError> {
     };
     Ok(Some(Netdev { name, link_type, operstate, speed_mbps }))
 }
+
+/// What discovery's result depends on that changes at run time, read cheaply: the PCI devices
+/// present, and each PF's `sriov_numvfs` and link state. Comparing two fingerprints tells
+/// whether a full discovery is worth running: a few syscalls per PF instead of thirty per VF.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    devices: Vec<String>,
+    pfs: Vec<(PciAddress, Option<String>, Option<String>)>,
+}
+
+impl Fingerprint {
+    /// Reads the fingerprint of the node under `root`, for the PFs `found` has. A file that
+    /// cannot be read counts as absent (the next discovery reports it properly).
+    pub fn read(root: &SysfsRoot, found: &Discovery) -> Self {
+        let devices = match root.dir(PCI_DEVICES) {
+            Ok(Some(dir)) => dir.list(".").unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let pfs = found
+            .pfs
+            .iter()
+            .map(|pf| {
+                let dir = root.dir(format!("{PCI_DEVICES}/{}", pf.function.address)).ok().flatten();
+                let read = |name: &str| dir.as_ref().and_then(|d| d.read_opt(name).ok().flatten());
+                let numvfs = read("sriov_numvfs");
+                let operstate = pf.function.netdev_name().and_then(|n| read(&format!("net/{n}/operstate")));
+                (pf.function.address, numvfs, operstate)
+            })
+            .collect();
+        Self { devices, pfs }
+    }
+}

@@ -25,7 +25,7 @@ use crate::netlink::{Netlink, NetlinkError};
 use crate::netns::{Netns, NetnsError};
 use crate::numa::NumaNode;
 use crate::pci::PciAddress;
-use crate::types::{IfName, IommuGroup, MacAddr, VfIndex};
+use crate::types::{IfName, IommuGroup, MacAddr, OperState, VfIndex};
 
 /// The file in the simulated root that records what was built, so a later process can tear
 /// it down (`plexus-agent sim down`) and nothing else is ever removed by mistake.
@@ -194,6 +194,17 @@ fn link(target: impl AsRef<Path>, at: &Path) -> Result<(), SimError> {
     symlink(target, at).map_err(io_err(at))
 }
 
+/// Removes a file, link or directory tree; one already gone is fine.
+fn remove_path(path: &Path) -> Result<(), SimError> {
+    let result = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => Err(e),
+    };
+    result.map_err(io_err(path))
+}
+
 fn name(text: String) -> Result<IfName, SimError> {
     text.parse().map_err(|e| SimError::Spec(format!("{e}")))
 }
@@ -266,6 +277,60 @@ impl SimNode {
             .join("devices")
             .join(format!("pci{:04x}:{:02x}", address.domain(), address.bus()))
             .join(address.to_string())
+    }
+
+    /// Sets the operational state of PF `pf`'s netdev in the tree (`up`, `down`, ...), as the
+    /// kernel shows a link going down.
+    pub fn set_pf_operstate(&self, pf: usize, state: OperState) -> Result<(), SimError> {
+        let pf = self.pf(pf)?;
+        let net = self.device_dir(pf.address).join("net").join(pf.netdev.as_str());
+        write(&net.join("operstate"), format!("{state}\n"))?;
+        write(&net.join("carrier"), if state == OperState::Up { "1\n" } else { "0\n" })
+    }
+
+    /// Changes PF `pf`'s number of VFs, as writing `sriov_numvfs` does: the kernel removes all
+    /// VFs, then creates `count` new ones (VF netdevs only; the tree's links are not touched).
+    pub fn set_num_vfs(&mut self, pf: usize, count: u32) -> Result<(), SimError> {
+        if count > self.state.spec.vfs_per_pf {
+            return Err(SimError::Spec(format!(
+                "{count} VFs: the simulated layout has room for {} per PF",
+                self.state.spec.vfs_per_pf
+            )));
+        }
+        let sim_pf = self.pf(pf)?.clone();
+        let pf_dir = self.device_dir(sim_pf.address);
+        for vf in &sim_pf.vfs {
+            remove_path(&pf_dir.join(format!("virtfn{}", vf.index)))?;
+            remove_path(&self.root.join("bus/pci/devices").join(vf.address.to_string()))?;
+            if let Some(netdev) = &vf.netdev {
+                remove_path(&self.root.join("class/net").join(netdev.as_str()))?;
+            }
+            remove_path(&self.device_dir(vf.address))?;
+        }
+        let full = layout(&self.state.spec)?.swap_remove(pf);
+        let mut updated = sim_pf;
+        updated.vfs = full.vfs.into_iter().take(count as usize).collect();
+        // Written with the PF, so the layout of a VF is the same as at build time.
+        for vf in &updated.vfs {
+            let driver = if vf.netdev.is_some() { VF_DRIVER } else { VFIO_DRIVER };
+            let vf_dir =
+                self.write_device(vf.address, VF_DEVICE, driver, updated.numa_node, vf.iommu_group)?;
+            link(format!("../{}", updated.address), &vf_dir.join("physfn"))?;
+            link(format!("../{}", vf.address), &pf_dir.join(format!("virtfn{}", vf.index)))?;
+            if let Some(netdev) = &vf.netdev {
+                self.write_netdev(&vf_dir, netdev, vf.mac, false)?;
+            }
+        }
+        write(&pf_dir.join("sriov_numvfs"), format!("{count}\n"))?;
+        self.state.pfs[pf] = updated;
+        self.save()
+    }
+
+    fn pf(&self, pf: usize) -> Result<&SimPf, SimError> {
+        self.state
+            .pfs
+            .get(pf)
+            .ok_or_else(|| SimError::Spec(format!("no PF {pf}: the node has {}", self.state.pfs.len())))
     }
 
     /// Leaves the node in place when this value is dropped.

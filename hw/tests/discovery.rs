@@ -300,3 +300,35 @@ fn broken_devices_on_a_node_read_in_parallel_keep_the_rest_in_place() {
     problems.sort();
     assert_eq!(problems, [Some(broken_pf), Some(broken_vf)]);
 }
+
+#[test]
+fn fingerprint_changes_with_vf_count_and_pf_link_state_only() {
+    use plexus_hw::discover::Fingerprint;
+    let (_scratch, mut node) =
+        sim(SimSpec { pfs: 2, numa_nodes: 1, vfs_per_pf: 4, vfio_vfs_per_pf: 1, cpus_per_node: 2 });
+    let root = SysfsRoot::new(node.root());
+    let found = discover(&root).unwrap();
+    let first = Fingerprint::read(&root, &found);
+    assert_eq!(Fingerprint::read(&root, &found), first, "nothing changed");
+
+    node.set_pf_operstate(1, OperState::Down).unwrap();
+    let down = Fingerprint::read(&root, &found);
+    assert_ne!(down, first);
+    assert_eq!(
+        discover(&root).unwrap().pfs[1].function.netdev.as_ref().unwrap().operstate,
+        Some(OperState::Down)
+    );
+
+    node.set_num_vfs(0, 2).unwrap();
+    assert_ne!(Fingerprint::read(&root, &found), down);
+    let found = discover(&root).unwrap();
+    assert!(found.problems.is_empty(), "{:?}", found.problems);
+    assert_eq!(found.pfs[0].num_vfs, 2);
+    let vfs: Vec<Option<&str>> = found.pfs[0].vfs.iter().map(|vf| vf.function.netdev_name()).collect();
+    assert_eq!(vfs, [Some("ens1f0v0"), Some("ens1f0v1")]);
+    node.set_num_vfs(0, 4).unwrap();
+    let found = discover(&root).unwrap();
+    assert_eq!(found.pfs[0].vfs.len(), 4);
+    assert!(found.pfs[0].vfs[3].is_dpdk(), "the VF layout is the one built");
+    assert!(node.set_num_vfs(0, 5).is_err());
+}
