@@ -2,6 +2,8 @@
 
 mod discover;
 mod logging;
+mod pools;
+mod run;
 mod sim;
 mod table;
 
@@ -35,9 +37,42 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Run the node agent in the foreground: the device plugin for the configured pools.
+    Run(run::RunArgs),
+    /// Show which devices each pool of a config gets, and why the others are left out.
+    Pools {
+        #[command(flatten)]
+        pools: PoolsArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Build or remove a simulated SR-IOV node (a fake sysfs tree, optionally real links).
     #[command(subcommand)]
     Sim(SimCommand),
+}
+
+/// What the pool commands share.
+#[derive(Debug, clap::Args)]
+struct PoolsArgs {
+    /// The pool config: the SR-IOV network device plugin's config.json format.
+    #[arg(long)]
+    pools: PathBuf,
+    /// Where sysfs is mounted (a simulated node's root for tests).
+    #[arg(long, default_value = plexus_hw::SysfsRoot::DEFAULT)]
+    sysfs_root: PathBuf,
+    /// The resource prefix of pools that set none.
+    #[arg(long, default_value = plexus_device_plugin::config::DEFAULT_PREFIX)]
+    resource_prefix: String,
+    /// The IPv4 routing table: a device carrying the default route is never offered.
+    #[arg(long, default_value = "/proc/net/route")]
+    route_file: PathBuf,
+}
+
+impl PoolsArgs {
+    fn load(&self) -> anyhow::Result<plexus_device_plugin::config::PoolConfig> {
+        Ok(plexus_device_plugin::config::PoolConfig::load(&self.pools, &self.resource_prefix)?)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +104,10 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Discover { sysfs_root, output } => discover::run(&sysfs_root, output),
+        Command::Run(args) => args.pools.load().and_then(|config| run::run(&args, config)),
+        Command::Pools { pools: args, output } => {
+            args.load().and_then(|config| pools::run(&config, &args.sysfs_root, &args.route_file, output))
+        }
         Command::Sim(SimCommand::Up(args)) => sim::up(&args),
         Command::Sim(SimCommand::Down { root }) => sim::down(&root),
     };

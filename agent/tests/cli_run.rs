@@ -1,0 +1,145 @@
+//! `plexus-agent pools` and `plexus-agent run`, as the binary, on a simulated node.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of a test binary: a failed unwrap fails the test
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use plexus_device_plugin::standin::KubeletStandIn;
+use plexus_hw::sim::{ScratchDir, SimNode, SimSpec};
+use serde_json::Value;
+
+const POOLS: &str = r#"{"resourceList": [
+  {"resourceName": "sriov_net", "selectors": {"drivers": ["iavf"], "pfNames": ["ens1f0"]}},
+  {"resourceName": "sriov_dpdk", "resourcePrefix": "example.com", "selectors": {"drivers": ["vfio-pci"]}}
+]}"#;
+
+fn agent() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_plexus-agent"));
+    command.env_remove("PLEXUS_LOG");
+    command
+}
+
+fn setup() -> (ScratchDir, SimNode) {
+    let scratch = ScratchDir::new("cli-pools").unwrap();
+    let spec = SimSpec { pfs: 2, numa_nodes: 1, vfs_per_pf: 3, vfio_vfs_per_pf: 1, cpus_per_node: 2 };
+    let node = SimNode::build(scratch.path().join("sys"), &spec).unwrap();
+    std::fs::write(scratch.path().join("pools.json"), POOLS).unwrap();
+    (scratch, node)
+}
+
+fn pools(scratch: &Path, node: &SimNode, format: &str) -> Output {
+    agent()
+        .args(["pools", "--pools"])
+        .arg(scratch.join("pools.json"))
+        .arg("--sysfs-root")
+        .arg(node.root())
+        .args(["--route-file", "/dev/null", "--output", format])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn pools_shows_each_pool_and_why_devices_were_left_out() {
+    let (scratch, node) = setup();
+    let out = pools(scratch.path(), &node, "json");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let value: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let devices = |i: usize| -> Vec<String> {
+        value["pools"][i]["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["pci_address"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(value["pools"][0]["resource_name"], "intel.com/sriov_net");
+    assert_eq!(devices(0), ["0000:20:02.0", "0000:20:02.1"]);
+    assert_eq!(value["pools"][1]["resource_name"], "example.com/sriov_dpdk");
+    assert_eq!(devices(1), ["0000:20:02.2", "0000:20:03.2"]);
+    let excluded = value["excluded"].as_array().unwrap();
+    assert_eq!(excluded.len(), 2);
+    assert_eq!(excluded[0]["pci_address"], "0000:20:03.0");
+    assert_eq!(excluded[0]["reasons"][0], "intel.com/sriov_net: pfNames: ens1f1 VF 0 not in [ens1f0]");
+
+    let out = pools(scratch.path(), &node, "table");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("intel.com/sriov_net (2 devices)\n"), "{text}");
+    assert!(text.contains("not in any pool (2 devices)"), "{text}");
+    assert!(text.contains("        example.com/sriov_dpdk: drivers: iavf not in [vfio-pci]"), "{text}");
+}
+
+#[test]
+fn a_broken_config_stops_the_agent_before_it_starts() {
+    let (scratch, node) = setup();
+    let bad = scratch.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"resourceList": [{"resourceName": "p", "selectors": {"pfNames": ["ens1f0#2-1"]}}]}"#,
+    )
+    .unwrap();
+    let out = agent()
+        .args(["run", "--pools"])
+        .arg(&bad)
+        .arg("--sysfs-root")
+        .arg(node.root())
+        .arg("--kubelet-dir")
+        .arg(scratch.path().join("kubelet"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("bad.json") && stderr.contains("(p)") && stderr.contains("pfNames"), "{stderr}");
+    assert!(!scratch.path().join("kubelet/device-plugins").exists(), "nothing was created");
+}
+
+#[tokio::test]
+async fn run_registers_serves_and_cleans_up_on_sigterm() {
+    let (scratch, node) = setup();
+    let kubelet_dir = scratch.path().join("kubelet");
+    let devinfo_dir = scratch.path().join("devinfo");
+    let kubelet = KubeletStandIn::start(&kubelet_dir).await.unwrap();
+    let child = agent()
+        .args(["run", "--pools"])
+        .arg(scratch.path().join("pools.json"))
+        .arg("--sysfs-root")
+        .arg(node.root())
+        .arg("--kubelet-dir")
+        .arg(&kubelet_dir)
+        .arg("--devinfo-dir")
+        .arg(&devinfo_dir)
+        .args(["--route-file", "/dev/null"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let registration =
+        kubelet.wait_for_registration("example.com/sriov_dpdk", 0, Duration::from_secs(10)).await;
+    let registration = registration.expect("the agent registers its pools");
+    let mut client = kubelet.plugin(&registration.endpoint).await.unwrap();
+    let mut stream = client
+        .list_and_watch(plexus_device_plugin::proto::deviceplugin::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().devices.len(), 2);
+
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    assert!(
+        status.status.success(),
+        "exit: {:?}, stderr: {}",
+        status.status,
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(status.stdout.is_empty(), "logs go to stderr");
+    let stderr = String::from_utf8(status.stderr).unwrap();
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    let sockets: Vec<String> = std::fs::read_dir(kubelet.plugins_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "kubelet.sock")
+        .collect();
+    assert!(sockets.is_empty(), "{sockets:?}");
+    kubelet.stop().await;
+}
