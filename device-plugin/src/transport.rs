@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+pub use tonic::transport::Channel;
+use tonic::transport::{Endpoint, Uri};
 
 /// A unix socket that could not be served or dialled.
 #[derive(Debug, thiserror::Error)]
