@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job, for now: discovery on a freshly simulated node. Builds the agent, simulates a
+# The main job, for now: discovery and VF pools on a freshly simulated node. Builds the agent, simulates a
 # node with 4 PFs over 2 NUMA nodes (8 VFs each, 2 of them bound to vfio-pci) with real veth
-# links in a namespace of its own, shows what discovery finds (table and JSON), then removes
+# links in a namespace of its own, shows what discovery finds (table and JSON) and which
+# devices the pools of hack/demo-pools.json get, then removes
 # the node and checks that nothing is left behind. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,9 @@ echo "== plexus-agent discover --output json (the first 40 lines)"
 "$agent" discover --sysfs-root "$root" --output json > "$work/discovery.json"
 head -n 40 "$work/discovery.json"
 echo "   ... $(wc -l < "$work/discovery.json") lines"
+echo
+echo "== plexus-agent pools --pools hack/demo-pools.json (the SR-IOV device plugin's config format)"
+"$agent" pools --pools hack/demo-pools.json --sysfs-root "$root" --route-file /dev/null
 echo
 echo "== the VF netdevs are real links in namespace $netns"
 ip -n "$netns" -br link show | sort | head -8
