@@ -1,4 +1,9 @@
 //! The CNI side of Plexus: the meta-plugin with Multus semantics and its built-in delegates.
 //!
-//! Empty so far: the CNI types, the meta-plugin and the `plexus` binary arrive with the
-//! meta-plugin issue.
+//! - [`spec`]: the CNI specification's types.
+//! - [`delegate`]: running delegates, as binaries or in-process.
+//! - [`multus`]: Multus's config, annotations and network resolution.
+
+pub mod delegate;
+pub mod multus;
+pub mod spec;

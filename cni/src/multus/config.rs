@@ -1,0 +1,227 @@
+//! The meta-plugin's own config: a Multus config whose `type` is `plexus`.
+//!
+//! Multus is Go, and Go's JSON decoding matches keys case-insensitively, so configs in the wild
+//! spell `LogFile` or `logfile`; keys are matched the same way here. Keys Plexus does not know
+//! are ignored, as Multus ignores them; a known key with a wrong type is an error naming it.
+
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use super::keys::Keys;
+use crate::spec::{CniError, CniVersion, ErrorCode, NetworkConfig};
+
+/// Multus's defaults.
+pub const DEFAULT_CONF_DIR: &str = "/etc/cni/multus/net.d";
+/// See [`DEFAULT_CONF_DIR`].
+pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/multus";
+/// See [`DEFAULT_CONF_DIR`].
+pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
+/// See [`DEFAULT_CONF_DIR`].
+pub const DEFAULT_MULTUS_NAMESPACE: &str = "kube-system";
+/// Where the agent's socket is, for the `plexus` binary to forward calls to.
+pub const DEFAULT_DAEMON_SOCKET_DIR: &str = "/run/plexus";
+
+/// The parsed meta-plugin config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetaConfig {
+    /// `name`.
+    pub name: String,
+    /// `cniVersion`: the version the caller speaks, and of the result it gets.
+    pub cni_version: CniVersion,
+    /// `delegates`: the static networks; the first (or the one with `"masterplugin": true`)
+    /// is the cluster network unless `clusterNetwork` is set.
+    pub delegates: Vec<NetworkConfig>,
+    /// Index of the cluster network in `delegates`, for the oldest format.
+    pub master_delegate: usize,
+    /// `clusterNetwork`.
+    pub cluster_network: Option<String>,
+    /// `defaultNetworks`.
+    pub default_networks: Vec<String>,
+    /// `kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
+    /// `confDir`.
+    pub conf_dir: PathBuf,
+    /// `cniDir`: the DEL cache.
+    pub cni_dir: PathBuf,
+    /// `binDir`.
+    pub bin_dir: PathBuf,
+    /// `namespaceIsolation`.
+    pub namespace_isolation: bool,
+    /// `globalNamespaces` (a comma-separated string in Multus).
+    pub global_namespaces: Vec<String>,
+    /// `systemNamespaces`.
+    pub system_namespaces: Vec<String>,
+    /// `multusNamespace`.
+    pub multus_namespace: String,
+    /// `readinessindicatorfile`.
+    pub readiness_indicator_file: Option<PathBuf>,
+    /// `logFile`.
+    pub log_file: Option<PathBuf>,
+    /// `logLevel`: panic, error, verbose or debug.
+    pub log_level: String,
+    /// `logToStderr`.
+    pub log_to_stderr: bool,
+    /// `retryDeleteOnError`.
+    pub retry_delete_on_error: bool,
+    /// `capabilities`.
+    pub capabilities: Map<String, Value>,
+    /// `runtimeConfig`: what the runtime passes for the capabilities.
+    pub runtime_config: Map<String, Value>,
+    /// `daemonSocketDir`.
+    pub daemon_socket_dir: PathBuf,
+}
+
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+impl MetaConfig {
+    /// Parses the meta-plugin's stdin.
+    pub fn parse(bytes: &[u8]) -> Result<Self, CniError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            CniError::new(ErrorCode::Decode, "plexus config: not valid JSON").with_details(e.to_string())
+        })?;
+        let Value::Object(map) = value else {
+            return Err(CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                "plexus config must be a JSON object",
+            ));
+        };
+        let keys = Keys::new(&map, "plexus config");
+        let cni_version = match keys.string("cniVersion")? {
+            Some(v) => v.parse().map_err(|e: String| CniError::new(ErrorCode::IncompatibleVersion, e))?,
+            None => {
+                return Err(CniError::new(
+                    ErrorCode::InvalidNetworkConfig,
+                    "plexus config: cniVersion is missing",
+                ));
+            }
+        };
+        let mut delegates = Vec::new();
+        let mut master_delegate = 0;
+        if let Some((name, value)) = keys.get("delegates") {
+            let Value::Array(items) = value else {
+                return Err(keys.wrong(name, "a list of network configs"));
+            };
+            for (i, item) in items.iter().enumerate() {
+                if item.get("masterplugin").and_then(Value::as_bool) == Some(true) {
+                    master_delegate = i;
+                }
+                delegates.push(NetworkConfig::from_value(
+                    item.clone(),
+                    &format!("plexus config: delegates[{i}]"),
+                )?);
+            }
+        }
+        let cluster_network = keys.string("clusterNetwork")?.filter(|s| !s.is_empty());
+        if cluster_network.is_none() && delegates.is_empty() {
+            return Err(CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                "plexus config: needs clusterNetwork or at least one of delegates",
+            ));
+        }
+        let global_namespaces = match keys.get("globalNamespaces") {
+            None | Some((_, Value::Null)) => Vec::new(),
+            Some((_, Value::String(s))) => split_list(s),
+            Some(_) => keys.strings("globalNamespaces")?.unwrap_or_default(),
+        };
+        let log_level = keys.string("logLevel")?.unwrap_or_else(|| "panic".to_owned()).to_ascii_lowercase();
+        if !["panic", "error", "verbose", "debug"].contains(&log_level.as_str()) {
+            return Err(CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                format!("plexus config: logLevel {log_level:?} must be panic, error, verbose or debug"),
+            ));
+        }
+        Ok(Self {
+            name: keys.string("name")?.unwrap_or_else(|| "plexus-cni-network".to_owned()),
+            cni_version,
+            delegates,
+            master_delegate,
+            cluster_network,
+            default_networks: keys.strings("defaultNetworks")?.unwrap_or_default(),
+            kubeconfig: keys.string("kubeconfig")?.filter(|s| !s.is_empty()).map(PathBuf::from),
+            conf_dir: PathBuf::from(keys.string("confDir")?.unwrap_or_else(|| DEFAULT_CONF_DIR.to_owned())),
+            cni_dir: PathBuf::from(keys.string("cniDir")?.unwrap_or_else(|| DEFAULT_CNI_DIR.to_owned())),
+            bin_dir: PathBuf::from(keys.string("binDir")?.unwrap_or_else(|| DEFAULT_BIN_DIR.to_owned())),
+            namespace_isolation: keys.bool("namespaceIsolation")?.unwrap_or(false),
+            global_namespaces,
+            system_namespaces: keys
+                .strings("systemNamespaces")?
+                .unwrap_or_else(|| vec!["kube-system".to_owned()]),
+            multus_namespace: keys
+                .string("multusNamespace")?
+                .unwrap_or_else(|| DEFAULT_MULTUS_NAMESPACE.to_owned()),
+            readiness_indicator_file: keys
+                .string("readinessindicatorfile")?
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            log_file: keys.string("logFile")?.filter(|s| !s.is_empty()).map(PathBuf::from),
+            log_level,
+            log_to_stderr: keys.bool("logToStderr")?.unwrap_or(true),
+            retry_delete_on_error: keys.bool("retryDeleteOnError")?.unwrap_or(false),
+            capabilities: keys.object("capabilities")?,
+            runtime_config: keys.object("runtimeConfig")?,
+            daemon_socket_dir: PathBuf::from(
+                keys.string("daemonSocketDir")?.unwrap_or_else(|| DEFAULT_DAEMON_SOCKET_DIR.to_owned()),
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multus_config_with_its_type_changed_parses() {
+        let config = MetaConfig::parse(
+            br#"{"cniVersion": "0.3.1", "name": "multus-cni-network", "type": "plexus",
+                 "kubeconfig": "/etc/cni/net.d/multus.d/multus.kubeconfig",
+                 "LogFile": "/var/log/multus.log", "LogLevel": "Debug", "logToStderr": false,
+                 "confDir": "/tmp/conf", "namespaceIsolation": true, "globalNamespaces": "default, kube-public",
+                 "capabilities": {"portMappings": true},
+                 "delegates": [{"cniVersion": "0.3.1", "name": "default-cni-network",
+                                "plugins": [{"type": "flannel", "delegate": {"isDefaultGateway": true}}, {"type": "portmap", "capabilities": {"portMappings": true}}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(config.cni_version, CniVersion::V0_3_1);
+        assert_eq!(config.log_file, Some(PathBuf::from("/var/log/multus.log")));
+        assert_eq!(config.log_level, "debug");
+        assert!(!config.log_to_stderr);
+        assert_eq!(config.global_namespaces, ["default", "kube-public"]);
+        assert_eq!(config.system_namespaces, ["kube-system"]);
+        assert_eq!(config.delegates.len(), 1);
+        assert_eq!(config.conf_dir, PathBuf::from("/tmp/conf"));
+        assert_eq!(config.cni_dir, PathBuf::from(DEFAULT_CNI_DIR));
+        assert!(config.namespace_isolation);
+    }
+
+    #[test]
+    fn the_oldest_format_names_the_cluster_network_with_masterplugin() {
+        let config = MetaConfig::parse(
+            br#"{"cniVersion": "0.3.1", "name": "m", "type": "plexus",
+                 "delegates": [{"type": "macvlan", "master": "eth1"}, {"type": "flannel", "masterplugin": true}]}"#,
+        )
+        .unwrap();
+        assert_eq!(config.master_delegate, 1);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: [(&[u8], &str); 5] = [
+            (br#"{"cniVersion": "1.0.0", "type": "plexus"}"#, "needs clusterNetwork"),
+            (br#"{"type": "plexus", "clusterNetwork": "x"}"#, "cniVersion is missing"),
+            (
+                br#"{"cniVersion": "1.0.0", "clusterNetwork": "x", "NamespaceIsolation": "yes"}"#,
+                "NamespaceIsolation must be true or false",
+            ),
+            (br#"{"cniVersion": "1.0.0", "clusterNetwork": "x", "logLevel": "loud"}"#, "\"loud\""),
+            (br#"{"cniVersion": "1.0.0", "delegates": [{"name": "x"}]}"#, "delegates[0]: no type"),
+        ];
+        for (text, want) in cases {
+            let err = MetaConfig::parse(text).unwrap_err();
+            assert!(err.msg.contains(want), "{err:?} should contain {want:?}");
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! JSON objects read as Go reads them: keys matched case-insensitively.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::spec::{CniError, ErrorCode};
+
+/// An object's keys by lower-case name; `what` names the object in errors.
+pub(crate) struct Keys<'a> {
+    keys: BTreeMap<String, (String, Value)>,
+    what: &'a str,
+}
+
+impl<'a> Keys<'a> {
+    pub(crate) fn new(map: &Map<String, Value>, what: &'a str) -> Self {
+        Self {
+            keys: map.iter().map(|(k, v)| (k.to_ascii_lowercase(), (k.clone(), v.clone()))).collect(),
+            what,
+        }
+    }
+
+    /// The key as written, and its value.
+    pub(crate) fn get(&self, key: &str) -> Option<&(String, Value)> {
+        self.keys.get(&key.to_ascii_lowercase())
+    }
+
+    pub(crate) fn wrong(&self, key: &str, want: &str) -> CniError {
+        CniError::new(ErrorCode::InvalidNetworkConfig, format!("{}: {key} must be {want}", self.what))
+    }
+
+    pub(crate) fn string(&self, key: &str) -> Result<Option<String>, CniError> {
+        match self.get(key) {
+            None | Some((_, Value::Null)) => Ok(None),
+            Some((_, Value::String(s))) => Ok(Some(s.clone())),
+            Some((name, _)) => Err(self.wrong(name, "a string")),
+        }
+    }
+
+    pub(crate) fn bool(&self, key: &str) -> Result<Option<bool>, CniError> {
+        match self.get(key) {
+            None | Some((_, Value::Null)) => Ok(None),
+            Some((_, Value::Bool(b))) => Ok(Some(*b)),
+            Some((name, _)) => Err(self.wrong(name, "true or false")),
+        }
+    }
+
+    pub(crate) fn strings(&self, key: &str) -> Result<Option<Vec<String>>, CniError> {
+        match self.get(key) {
+            None | Some((_, Value::Null)) => Ok(None),
+            Some((name, Value::Array(items))) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| self.wrong(name, "a list of strings")))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some((name, _)) => Err(self.wrong(name, "a list of strings")),
+        }
+    }
+
+    pub(crate) fn object(&self, key: &str) -> Result<Map<String, Value>, CniError> {
+        match self.get(key) {
+            None | Some((_, Value::Null)) => Ok(Map::new()),
+            Some((_, Value::Object(map))) => Ok(map.clone()),
+            Some((name, _)) => Err(self.wrong(name, "an object")),
+        }
+    }
+
+    /// The raw value, when present and not null.
+    pub(crate) fn value(&self, key: &str) -> Option<&Value> {
+        self.get(key).map(|(_, v)| v).filter(|v| !v.is_null())
+    }
+
+    /// Keys not in `known` (as written).
+    pub(crate) fn unknown(&self, known: &[&str]) -> Vec<&str> {
+        let known: Vec<String> = known.iter().map(|k| k.to_ascii_lowercase()).collect();
+        self.keys.iter().filter(|(k, _)| !known.contains(k)).map(|(_, (name, _))| name.as_str()).collect()
+    }
+}

@@ -1,0 +1,59 @@
+//! CNI spec versions.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A CNI spec version Plexus speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CniVersion {
+    /// 0.3.0
+    V0_3_0,
+    /// 0.3.1
+    V0_3_1,
+    /// 0.4.0: adds CHECK.
+    V0_4_0,
+    /// 1.0.0: IPs lose their `version`.
+    V1_0_0,
+    /// 1.1.0: adds STATUS and GC, interface `mtu`, `socketPath`, `pciID`, route details.
+    V1_1_0,
+}
+
+impl CniVersion {
+    /// Every version, oldest first.
+    pub const ALL: [CniVersion; 5] = [Self::V0_3_0, Self::V0_3_1, Self::V0_4_0, Self::V1_0_0, Self::V1_1_0];
+    /// The newest.
+    pub const LATEST: CniVersion = Self::V1_1_0;
+
+    /// The version string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V0_3_0 => "0.3.0",
+            Self::V0_3_1 => "0.3.1",
+            Self::V0_4_0 => "0.4.0",
+            Self::V1_0_0 => "1.0.0",
+            Self::V1_1_0 => "1.1.0",
+        }
+    }
+
+    /// Whether results carry `"version"` on each IP (0.3.x and 0.4.0).
+    pub fn ips_have_version(self) -> bool {
+        self < Self::V1_0_0
+    }
+}
+
+impl FromStr for CniVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| {
+            let all: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+            format!("unsupported CNI version {s:?} (supported: {})", all.join(", "))
+        })
+    }
+}
+
+impl fmt::Display for CniVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
