@@ -2,8 +2,13 @@
 //!
 //! - [`spec`]: the CNI specification's types.
 //! - [`delegate`]: running delegates, as binaries or in-process.
-//! - [`multus`]: Multus's config, annotations and network resolution.
+//! - [`multus`]: Multus's config, annotations, network resolution, the DEL cache, Kubernetes.
+//! - [`meta`]: the meta-plugin's verbs.
+//! - [`routes`]: the pod's default route.
 
 pub mod delegate;
+pub mod entry;
+pub mod meta;
 pub mod multus;
+pub mod routes;
 pub mod spec;

@@ -8,12 +8,32 @@
 use std::fmt;
 use std::io;
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use futures::TryStreamExt;
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
-use rtnetlink::{LinkBridge, LinkUnspec, LinkVeth};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteHeader, RouteMessage};
+use rtnetlink::{LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::netns::{Netns, NetnsError};
 use crate::types::{IfName, MacAddr};
+
+/// An IP address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpFamily {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl IpFamily {
+    /// The family of an address.
+    pub fn of(addr: IpAddr) -> Self {
+        if addr.is_ipv4() { Self::V4 } else { Self::V6 }
+    }
+}
 
 /// How a link is named in a request, printed in errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +65,9 @@ pub enum NetlinkError {
     /// The link does not exist.
     #[error("{0}: no such link")]
     NoSuchLink(LinkId),
+    /// A request could not be built from what was asked.
+    #[error("{0}")]
+    Invalid(String),
     /// The kernel refused or failed a request.
     #[error("{what}: {error}")]
     Request {
@@ -170,6 +193,74 @@ impl Netlink {
             .execute()
             .await
             .map_err(request(|| format!("attaching link #{index} to #{controller}")))
+    }
+
+    /// The default routes (IPv4 and IPv6, main table) that leave through link `index`.
+    pub async fn default_routes(&self, index: u32) -> Result<Vec<RouteMessage>, NetlinkError> {
+        let mut found = Vec::new();
+        for query in
+            [RouteMessageBuilder::<Ipv4Addr>::new().build(), RouteMessageBuilder::<Ipv6Addr>::new().build()]
+        {
+            let routes: Vec<RouteMessage> = self
+                .handle
+                .route()
+                .get(query)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(request(|| format!("listing routes of link #{index}")))?;
+            found.extend(routes.into_iter().filter(|r| {
+                r.header.destination_prefix_length == 0
+                    && r.header.table == RouteHeader::RT_TABLE_MAIN
+                    && r.attributes.iter().any(|a| matches!(a, RouteAttribute::Oif(oif) if *oif == index))
+            }));
+        }
+        Ok(found)
+    }
+
+    /// Deletes the default routes of `family` (both when `None`) that leave through link
+    /// `index`; returns how many.
+    pub async fn del_default_routes(
+        &self,
+        index: u32,
+        family: Option<IpFamily>,
+    ) -> Result<usize, NetlinkError> {
+        let routes: Vec<RouteMessage> = self
+            .default_routes(index)
+            .await?
+            .into_iter()
+            .filter(|r| match family {
+                None => true,
+                Some(IpFamily::V4) => r.header.address_family == AddressFamily::Inet,
+                Some(IpFamily::V6) => r.header.address_family == AddressFamily::Inet6,
+            })
+            .collect();
+        let count = routes.len();
+        for route in routes {
+            self.handle
+                .route()
+                .del(route)
+                .execute()
+                .await
+                .map_err(request(|| format!("deleting a default route of link #{index}")))?;
+        }
+        Ok(count)
+    }
+
+    /// Adds a default route via `gateway` out of link `index`.
+    pub async fn add_default_route(&self, index: u32, gateway: IpAddr) -> Result<(), NetlinkError> {
+        let any = match gateway {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let what = || format!("adding a default route via {gateway} on link #{index}");
+        let message = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(any, 0)
+            .and_then(|b| b.gateway(gateway))
+            .map_err(|e| NetlinkError::Invalid(format!("{}: {e}", what())))?
+            .output_interface(index)
+            .build();
+        self.handle.route().add(message).execute().await.map_err(request(what))
     }
 
     async fn add_link(

@@ -1,6 +1,9 @@
-//! Multus semantics: the meta-plugin's config, the pod's network selection, and how networks
-//! are found.
+//! Multus semantics: the meta-plugin's config, the pod's network selection, how networks are
+//! found, the DEL cache, and what the meta-plugin needs from Kubernetes.
 
+pub mod cache;
+pub mod cluster;
 pub mod config;
 pub(crate) mod keys;
+pub mod resolve;
 pub mod selection;

@@ -1,0 +1,26 @@
+//! `plexus`: the CNI meta-plugin the container runtime calls (config `"type": "plexus"`).
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use plexus_cni::entry::{self, Context};
+use plexus_cni::multus::cluster::Cluster;
+use plexus_cni::multus::config::MetaConfig;
+use plexus_cni::routes::NetlinkRoutes;
+use plexus_cni::spec::CniError;
+
+fn no_cluster(_: &MetaConfig) -> Result<Option<Box<dyn Cluster>>, CniError> {
+    Ok(None)
+}
+
+fn main() -> ExitCode {
+    let mut stdin = Vec::new();
+    // A failed read leaves stdin empty, which the call reports as an unparsable config.
+    let _ = std::io::stdin().read_to_end(&mut stdin);
+    let context = Context { registry: Default::default(), routes: &NetlinkRoutes, cluster: &no_cluster };
+    let outcome = entry::run(|name| std::env::var(name).ok(), &stdin, &context);
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(outcome.stdout.as_bytes());
+    let _ = stdout.flush();
+    ExitCode::from(u8::try_from(outcome.code).unwrap_or(1))
+}

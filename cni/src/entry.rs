@@ -1,0 +1,103 @@
+//! One CNI call, start to finish: environment and stdin in, result or error JSON and an exit
+//! code out. The `plexus` binary is this function; the agent will call it for forwarded calls.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::delegate::{Delegator, Registry};
+use crate::meta::{self, MetaPlugin};
+use crate::multus::cluster::Cluster;
+use crate::multus::config::MetaConfig;
+use crate::routes::PodRoutes;
+use crate::spec::{CniError, Command, ErrorCode, Invocation};
+
+/// What a call prints on stdout, and its exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// stdout.
+    pub stdout: String,
+    /// The exit code: 0, or 1 with the error JSON on stdout.
+    pub code: i32,
+}
+
+/// Makes the Kubernetes access for a config: `None` for static delegates only.
+pub type ClusterFactory<'a> = &'a dyn Fn(&MetaConfig) -> Result<Option<Box<dyn Cluster>>, CniError>;
+
+/// What a call needs from its surroundings.
+pub struct Context<'a> {
+    /// Delegate types called in-process.
+    pub registry: Registry,
+    /// Route changes in the pod's namespace.
+    pub routes: &'a dyn PodRoutes,
+    /// Makes the Kubernetes client for the config, `None` for static delegates only.
+    pub cluster: ClusterFactory<'a>,
+}
+
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("registry", &self.registry).finish()
+    }
+}
+
+/// The cniVersion to answer an error with: the config's if it says one, else the newest.
+fn error_version(stdin: &[u8]) -> String {
+    serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| crate::spec::CniVersion::LATEST.as_str().to_owned())
+}
+
+/// Runs one call.
+pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &[u8], context: &Context<'_>) -> Outcome {
+    match call(env, stdin, context) {
+        Ok(Some(value)) => Outcome { stdout: value.to_string(), code: 0 },
+        Ok(None) => Outcome { stdout: String::new(), code: 0 },
+        Err(err) => Outcome { stdout: err.to_json(&error_version(stdin)), code: 1 },
+    }
+}
+
+fn call(
+    env: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+    context: &Context<'_>,
+) -> Result<Option<Value>, CniError> {
+    let invocation = Invocation::from_env(env)?;
+    if invocation.command == Command::Version {
+        return Ok(Some(meta::version_info()));
+    }
+    let config = MetaConfig::parse(stdin)?;
+    let cluster = (context.cluster)(&config)?;
+    let delegator = Delegator::new(Some(&config.bin_dir), &invocation.path, context.registry.clone());
+    let plugin = MetaPlugin {
+        config,
+        invocation: invocation.clone(),
+        cluster: cluster.as_deref(),
+        delegator,
+        routes: context.routes,
+    };
+    match invocation.command {
+        Command::Add => plugin.add().map(Some),
+        Command::Del => plugin.del().map(|()| None),
+        Command::Check => plugin.check().map(|()| None),
+        Command::Status => plugin.status().map(|()| None),
+        Command::Gc => {
+            let value: Value = serde_json::from_slice(stdin).map_err(|e| {
+                CniError::new(ErrorCode::Decode, "GC: stdin is not JSON").with_details(e.to_string())
+            })?;
+            plugin.gc(&value).map(|()| None)
+        }
+        Command::Version => Ok(Some(meta::version_info())),
+    }
+}
+
+/// Where a log line goes, from `logFile`, `logLevel` and `logToStderr`.
+pub fn log_target(config: &MetaConfig) -> (Option<PathBuf>, bool, &'static str) {
+    let level = match config.log_level.as_str() {
+        "debug" => "debug",
+        "verbose" => "info",
+        "error" => "error",
+        _ => "off",
+    };
+    (config.log_file.clone(), config.log_to_stderr, level)
+}

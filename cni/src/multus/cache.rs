@@ -1,0 +1,118 @@
+//! The DEL cache: before the first delegate runs, ADD saves every attachment (its config text
+//! byte for byte, its runtime arguments) under `<cniDir>/<containerID>`, and adds each result as
+//! it comes. DEL and CHECK then need no API server, no NAD and no pod.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::spec::{CniError, ErrorCode};
+
+/// One attachment as cached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedAttachment {
+    /// The network's name in network-status (`ns/nad`).
+    pub name: String,
+    /// The interface in the pod.
+    pub ifname: String,
+    /// True for the cluster network.
+    pub cluster_network: bool,
+    /// The config text, exactly as found.
+    pub config: String,
+    /// What the delegate's plugins got as runtime arguments.
+    #[serde(default)]
+    pub runtime_config: Map<String, Value>,
+    /// Keys set in every plugin of the config (`deviceID`, `args`).
+    #[serde(default)]
+    pub injected: Map<String, Value>,
+    /// The ADD result, once the delegate succeeded.
+    #[serde(default)]
+    pub result: Option<Value>,
+}
+
+/// What ADD saved for a container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// CNI_CONTAINERID.
+    pub container_id: String,
+    /// CNI_NETNS at ADD.
+    pub netns: String,
+    /// CNI_IFNAME at ADD.
+    pub ifname: String,
+    /// CNI_ARGS at ADD.
+    pub cni_args: String,
+    /// The attachments, in ADD order.
+    pub attachments: Vec<CachedAttachment>,
+}
+
+/// The cache file of a container.
+pub fn path(cni_dir: &Path, container_id: &str) -> PathBuf {
+    cni_dir.join(container_id)
+}
+
+fn io(what: String, e: std::io::Error) -> CniError {
+    CniError::new(ErrorCode::Io, what).with_details(e.to_string())
+}
+
+/// Saves atomically: written to a temporary file, synced, then renamed over the old one, so a
+/// crash leaves the old entry or the new one, never half of either.
+pub fn save(cni_dir: &Path, entry: &CacheEntry) -> Result<(), CniError> {
+    if entry.container_id.contains('/') || entry.container_id.starts_with('.') {
+        return Err(CniError::new(
+            ErrorCode::InvalidEnvironment,
+            format!("invalid CNI_CONTAINERID {:?}", entry.container_id),
+        ));
+    }
+    std::fs::create_dir_all(cni_dir).map_err(|e| io(format!("creating {}", cni_dir.display()), e))?;
+    let target = path(cni_dir, &entry.container_id);
+    let tmp = cni_dir.join(format!(".{}.tmp", entry.container_id));
+    let bytes = serde_json::to_vec(entry)
+        .map_err(|e| CniError::new(ErrorCode::Io, format!("encoding cache: {e}")))?;
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &target)?;
+        // The rename is durable only once the directory is.
+        std::fs::File::open(cni_dir)?.sync_all()
+    };
+    write().map_err(|e| io(format!("writing {}", target.display()), e))
+}
+
+/// The entry of a container, `None` when there is none. An unreadable entry is an error: DEL
+/// must not report success while delegates were never asked to clean up.
+pub fn load(cni_dir: &Path, container_id: &str) -> Result<Option<CacheEntry>, CniError> {
+    let file = path(cni_dir, container_id);
+    match std::fs::read(&file) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            CniError::new(ErrorCode::Decode, format!("cache {} is corrupt", file.display()))
+                .with_details(e.to_string())
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(format!("reading {}", file.display()), e)),
+    }
+}
+
+/// Removes a container's entry; one already gone is fine.
+pub fn remove(cni_dir: &Path, container_id: &str) -> Result<(), CniError> {
+    match std::fs::remove_file(path(cni_dir, container_id)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(format!("removing cache of {container_id}"), e)),
+    }
+}
+
+/// The container IDs with an entry.
+pub fn list(cni_dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(cni_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    ids.sort();
+    ids
+}

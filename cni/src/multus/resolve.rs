@@ -1,0 +1,93 @@
+//! Finding a network's config: in a NAD, in confDir by name, in a directory, or in a file.
+
+use std::path::Path;
+
+use crate::spec::{CniError, ErrorCode, NetworkConfig};
+
+/// A network config and where it came from (for errors and status).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    /// The config.
+    pub config: NetworkConfig,
+    /// Its exact text, kept byte for byte for the DEL cache.
+    pub text: String,
+}
+
+fn read(path: &Path) -> Result<Found, CniError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CniError::new(ErrorCode::Io, format!("reading {}", path.display())).with_details(e.to_string())
+    })?;
+    let config = NetworkConfig::parse(text.as_bytes(), &path.display().to_string())?;
+    Ok(Found { config, text })
+}
+
+/// The conf files of a directory, as libcni orders them: by name, `.conf`, `.conflist` and
+/// `.json` only.
+fn conf_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && matches!(p.extension().and_then(|e| e.to_str()), Some("conf" | "conflist" | "json"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The conf in `dir` whose `name` is `name`; files that do not parse are skipped.
+pub fn by_name_in_dir(dir: &Path, name: &str) -> Option<Found> {
+    conf_files(dir).iter().filter_map(|p| read(p).ok()).find(|f| f.config.name() == Some(name))
+}
+
+/// A cluster or default network given as `clusterNetwork` / `defaultNetworks` when it is not a
+/// NAD: a conf in `conf_dir` with that name, else a directory (its first conf file), else a
+/// conf file.
+pub fn static_network(reference: &str, conf_dir: &Path) -> Result<Found, CniError> {
+    if let Some(found) = by_name_in_dir(conf_dir, reference) {
+        return Ok(found);
+    }
+    let path = Path::new(reference);
+    if path.is_dir() {
+        let first = conf_files(path).into_iter().next().ok_or_else(|| {
+            CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                format!("network {reference:?}: no conf file in the directory"),
+            )
+        })?;
+        return read(&first);
+    }
+    if path.is_file() {
+        return read(path);
+    }
+    Err(CniError::new(
+        ErrorCode::InvalidNetworkConfig,
+        format!(
+            "network {reference:?}: no NAD, no conf named so in {}, and no such file or directory",
+            conf_dir.display()
+        ),
+    ))
+}
+
+/// A NAD's config: `spec.config`, or the conf in `conf_dir` named as the NAD when it is empty.
+pub fn nad_config(
+    namespace: &str,
+    name: &str,
+    spec_config: &str,
+    conf_dir: &Path,
+) -> Result<Found, CniError> {
+    let what = format!("NetworkAttachmentDefinition {namespace}/{name}");
+    if spec_config.trim().is_empty() {
+        return by_name_in_dir(conf_dir, name).ok_or_else(|| {
+            CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                format!("{what}: spec.config is empty and {} has no conf named {name:?}", conf_dir.display()),
+            )
+        });
+    }
+    let config = NetworkConfig::parse(spec_config.as_bytes(), &what)?;
+    Ok(Found { config, text: spec_config.to_owned() })
+}
