@@ -12,7 +12,7 @@ need_root() {
 }
 need_root
 
-packages=(iproute2)
+packages=(iproute2 containernetworking-plugins util-linux)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

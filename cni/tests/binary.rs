@@ -1,0 +1,123 @@
+//! The `plexus` binary itself: VERSION, the spec's errors for bad input, STATUS, GC, and an
+//! ADD/DEL through the process, run inside the test's host namespace with nsenter.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::Node;
+use serde_json::{Value, json};
+
+/// Runs the binary in `node`'s host namespace; returns (exit code, stdout as JSON or Null).
+fn plexus(node: Option<&Node>, env: &HashMap<String, String>, stdin: &[u8]) -> (i32, Value) {
+    let binary = env!("CARGO_BIN_EXE_plexus");
+    let mut command = match node {
+        Some(node) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", node.host.path().display())).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let mut child = command
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout: Value =
+        if out.stdout.is_empty() { Value::Null } else { serde_json::from_slice(&out.stdout).unwrap() };
+    (out.status.code().unwrap(), stdout)
+}
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+#[test]
+fn version_lists_every_supported_version() {
+    let (code, out) = plexus(None, &env(&[("CNI_COMMAND", "VERSION")]), b"{}");
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        json!({"cniVersion": "1.1.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]})
+    );
+}
+
+#[test]
+fn bad_input_gets_the_spec_error_never_a_panic() {
+    let add = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "c"),
+        ("CNI_NETNS", "/run/netns/none"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/usr/lib/cni"),
+    ];
+    let good = br#"{"cniVersion": "0.4.0", "name": "n", "type": "plexus", "clusterNetwork": "x"}"#;
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [u8], u64, &'a str);
+    let cases: [Case; 5] = [
+        (&[], good, 4, "CNI_COMMAND is not set"),
+        (&add[..2], good, 4, "CNI_NETNS is not set"),
+        (&add, b"{not json", 6, "not valid JSON"),
+        (
+            &add,
+            br#"{"cniVersion": "0.2.0", "type": "plexus", "clusterNetwork": "x"}"#,
+            1,
+            "unsupported CNI version \"0.2.0\"",
+        ),
+        (&add, br#"{"cniVersion": "1.0.0", "type": "plexus"}"#, 7, "needs clusterNetwork"),
+    ];
+    for (vars, stdin, code, msg) in cases {
+        let (exit, out) = plexus(None, &env(vars), stdin);
+        assert_eq!(exit, 1, "{out}");
+        assert_eq!(out["code"], code, "{out}");
+        assert!(out["msg"].as_str().unwrap().contains(msg), "{out}");
+        assert!(out["cniVersion"].is_string());
+    }
+}
+
+#[test]
+fn add_status_gc_and_del_through_the_binary() {
+    let node = Node::new("cni-bin");
+    node.write_conf("10-cluster.conf", node.bridge_conf("cluster", "pxbr9", "10.90.0.0/24"));
+    let meta = node.meta(json!({"cniVersion": "1.1.0", "clusterNetwork": "cluster"}));
+    let (code, out) = plexus(Some(&node), &node.env("ADD", "b1", None), &meta);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["cniVersion"], "1.1.0");
+    assert_eq!(out["interfaces"].as_array().unwrap().iter().filter(|i| i["sandbox"].is_string()).count(), 1);
+
+    let status = env(&[("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/usr/lib/cni")]);
+    let (code, out) = plexus(Some(&node), &status, &meta);
+    assert_eq!(code, 0, "{out}");
+    let missing =
+        node.meta(json!({"clusterNetwork": "cluster", "readinessindicatorfile": "/nonexistent/ready"}));
+    let (code, out) = plexus(Some(&node), &status, &missing);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(50)), "{out}");
+
+    // GC: b1 is still valid; a second container the runtime forgot is cleaned up.
+    let mut b2 = node.env("ADD", "b2", None);
+    b2.insert("CNI_IFNAME".into(), "eth1".into());
+    let (code, out) = plexus(Some(&node), &b2, &meta);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(node.reserved_ips().len(), 2);
+    let mut gc = serde_json::from_slice::<Value>(&meta).unwrap();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "b1", "ifname": "eth0"}]);
+    let gc_env = env(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/usr/lib/cni")]);
+    let (code, out) = plexus(Some(&node), &gc_env, &serde_json::to_vec(&gc).unwrap());
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(node.reserved_ips().len(), 1, "b2's address released");
+    assert!(node.cni_dir().join("b1").exists() && !node.cni_dir().join("b2").exists());
+
+    let (code, out) = plexus(Some(&node), &node.env("DEL", "b1", None), &meta);
+    assert_eq!(code, 0, "{out}");
+    assert!(node.reserved_ips().is_empty());
+    node.finish();
+}
