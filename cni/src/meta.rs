@@ -11,7 +11,7 @@ use plexus_hw::netlink::IpFamily;
 use serde_json::{Map, Value, json};
 
 use crate::delegate::Delegator;
-use crate::multus::cache::{self, CacheEntry, CachedAttachment};
+use crate::multus::cache::{self, CacheEntry, CachedAttachment, Durability};
 use crate::multus::cluster::{Cluster, NetworkStatus, Pod};
 use crate::multus::config::MetaConfig;
 use crate::multus::resolve::{self, Found};
@@ -343,7 +343,7 @@ impl MetaPlugin<'_> {
                 .collect(),
         };
         // Saved before the first delegate runs: whatever happens next, DEL knows what to undo.
-        cache::save(&self.config.cni_dir, &entry)?;
+        cache::save(&self.config.cni_dir, &entry, Durability::Synced)?;
 
         let invocation = self.invocation_for(Command::Add, &self.invocation.netns);
         for (i, att) in plan.iter().enumerate() {
@@ -351,7 +351,7 @@ impl MetaPlugin<'_> {
             match self.delegator.add(&config, &invocation, &att.ifname, &att.runtime_config) {
                 Ok(result) => {
                     entry.attachments[i].result = Some(result);
-                    cache::save(&self.config.cni_dir, &entry)?;
+                    cache::save(&self.config.cni_dir, &entry, Durability::Unsynced)?;
                 }
                 Err(err) => {
                     self.roll_back(&entry, i);

@@ -6,18 +6,20 @@ use std::process::ExitCode;
 use plexus_cni::entry::{self, Context};
 use plexus_cni::multus::cluster::Cluster;
 use plexus_cni::multus::config::MetaConfig;
+use plexus_cni::multus::kube::KubeCluster;
 use plexus_cni::routes::NetlinkRoutes;
 use plexus_cni::spec::CniError;
 
-fn no_cluster(_: &MetaConfig) -> Result<Option<Box<dyn Cluster>>, CniError> {
-    Ok(None)
+/// Thin mode: the kubeconfig of the config, else in-cluster, else static networks only.
+fn kube(config: &MetaConfig) -> Result<Option<Box<dyn Cluster>>, CniError> {
+    Ok(KubeCluster::from_config(config)?.map(|c| Box::new(c) as Box<dyn Cluster>))
 }
 
 fn main() -> ExitCode {
     let mut stdin = Vec::new();
     // A failed read leaves stdin empty, which the call reports as an unparsable config.
     let _ = std::io::stdin().read_to_end(&mut stdin);
-    let context = Context { registry: Default::default(), routes: &NetlinkRoutes, cluster: &no_cluster };
+    let context = Context { registry: Default::default(), routes: &NetlinkRoutes, cluster: &kube };
     let outcome = entry::run(|name| std::env::var(name).ok(), &stdin, &context);
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(outcome.stdout.as_bytes());

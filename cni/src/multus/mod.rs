@@ -5,5 +5,6 @@ pub mod cache;
 pub mod cluster;
 pub mod config;
 pub(crate) mod keys;
+pub mod kube;
 pub mod resolve;
 pub mod selection;

@@ -1,0 +1,177 @@
+//! The meta-plugin's own cost: ADD of a pod with one bridge delegate through `plexus`, against
+//! the bridge plugin called directly for the same work. Both run as processes, as the runtime
+//! runs them, from a thread inside a namespace of the bench's own (the bridge plugin makes its
+//! bridge and veth ends there); each ADD is followed by an untimed DEL. Needs root and Debian's
+//! containernetworking-plugins in /usr/lib/cni. The figure is the difference of the medians.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use plexus_hw::netns::Netns;
+use plexus_hw::sim::ScratchDir;
+use serde_json::json;
+
+const PLUGINS: &str = "/usr/lib/cni";
+
+/// The `plexus` binary of this profile, built when missing.
+fn plexus_binary() -> PathBuf {
+    let release = !cfg!(debug_assertions);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let binary = target.join(if release { "release" } else { "debug" }).join("plexus");
+    if !binary.exists() {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "-q", "-p", "plexus-cni", "--bin", "plexus"]);
+        if release {
+            cargo.arg("--release");
+        }
+        let status = cargo.status();
+        assert!(matches!(status, Ok(s) if s.success()), "building plexus: {status:?}");
+    }
+    binary
+}
+
+fn call(binary: &Path, env: &[(&str, &str)], stdin: &[u8]) {
+    let Ok(mut child) = Command::new(binary)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        panic!("starting {}", binary.display())
+    };
+    if let Some(mut input) = child.stdin.take() {
+        let _ = input.write_all(stdin);
+    }
+    let Ok(out) = child.wait_with_output() else { panic!("waiting for {}", binary.display()) };
+    assert!(out.status.success(), "{}: {}", binary.display(), String::from_utf8_lossy(&out.stdout));
+}
+
+struct Setup {
+    host: Netns,
+    pod: Netns,
+    dir: ScratchDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let (Ok(host), Ok(pod), Ok(dir)) = (
+            Netns::create_unique("plexus-bench-h"),
+            Netns::create_unique("plexus-bench-p"),
+            ScratchDir::new("bench-cni"),
+        ) else {
+            panic!("the CNI bench needs root (network namespaces)")
+        };
+        Self { host, pod, dir }
+    }
+
+    fn bridge_conf(&self) -> Vec<u8> {
+        let conf = json!({"cniVersion": "1.0.0", "name": "cluster", "type": "bridge", "bridge": "pxbench0", "isGateway": true,
+                          "ipam": {"type": "host-local", "subnet": "10.99.0.0/16", "dataDir": self.dir.path().join("ipam")}});
+        conf.to_string().into_bytes()
+    }
+
+    /// `ADD` (timed) then `DEL` (untimed) of `binary` with `stdin`, `iters` times.
+    fn measure(&self, binary: &Path, stdin: &[u8], iters: u64) -> Duration {
+        let netns = self.pod.path().display().to_string();
+        let Ok(total) = self.host.run(|| {
+            let mut total = Duration::ZERO;
+            for i in 0..iters {
+                let id = format!("bench-{i}");
+                let env = |command| {
+                    [
+                        ("CNI_COMMAND", command),
+                        ("CNI_CONTAINERID", id.as_str()),
+                        ("CNI_NETNS", netns.as_str()),
+                        ("CNI_IFNAME", "eth0"),
+                        ("CNI_PATH", PLUGINS),
+                    ]
+                };
+                let start = Instant::now();
+                call(binary, &env("ADD"), stdin);
+                total += start.elapsed();
+                call(binary, &env("DEL"), stdin);
+            }
+            total
+        }) else {
+            panic!("entering the bench namespace")
+        };
+        total
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = Netns::delete_path(self.pod.path());
+        let _ = Netns::delete_path(self.host.path());
+    }
+}
+
+fn meta_plugin_cost(c: &mut Criterion) {
+    let setup = Setup::new();
+    let plexus = plexus_binary();
+    let bridge = Path::new(PLUGINS).join("bridge");
+    let conf_dir = setup.dir.path().join("net.d");
+    let _ = std::fs::create_dir_all(&conf_dir);
+    let _ = std::fs::write(conf_dir.join("10-cluster.conf"), setup.bridge_conf());
+    let cache_on = |dir: &Path| {
+        json!({"cniVersion": "1.0.0", "name": "plexus-net", "type": "plexus", "clusterNetwork": "cluster",
+               "confDir": conf_dir, "cniDir": dir, "binDir": PLUGINS})
+        .to_string()
+        .into_bytes()
+    };
+    // The DEL cache where Multus keeps it, on disk, and on tmpfs.
+    let disk = Path::new("/var/tmp").join(format!("plexus-bench-cache-{}", std::process::id()));
+    let meta_disk = cache_on(&disk);
+    let meta_tmpfs = cache_on(&setup.dir.path().join("cache"));
+
+    let mut group = c.benchmark_group("CNI ADD, one bridge delegate");
+    group.sample_size(30).measurement_time(Duration::from_secs(15));
+    group.bench_function("bridge plugin alone", |b| {
+        b.iter_custom(|n| setup.measure(&bridge, &setup.bridge_conf(), n))
+    });
+    group.bench_function("through plexus (cache on tmpfs)", |b| {
+        b.iter_custom(|n| setup.measure(&plexus, &meta_tmpfs, n))
+    });
+    group.bench_function("through plexus (cache on disk)", |b| {
+        b.iter_custom(|n| setup.measure(&plexus, &meta_disk, n))
+    });
+    group.finish();
+
+    // The same through a delegate that does no kernel work (the reference static IPAM plugin
+    // as the network's plugin only prints its result): the difference is the meta-plugin's
+    // cost without the jitter of moving veths between namespaces.
+    let noop = json!({"cniVersion": "1.0.0", "name": "noop", "type": "static",
+                      "ipam": {"type": "static", "addresses": [{"address": "10.98.0.2/24"}]}});
+    let noop_bytes = noop.to_string().into_bytes();
+    let _ = std::fs::write(conf_dir.join("20-noop.conf"), &noop_bytes);
+    let noop_meta = |dir: &Path| {
+        json!({"cniVersion": "1.0.0", "name": "plexus-net", "type": "plexus", "clusterNetwork": "noop",
+               "confDir": conf_dir, "cniDir": dir, "binDir": PLUGINS})
+        .to_string()
+        .into_bytes()
+    };
+    let (noop_tmpfs, noop_disk) = (noop_meta(&setup.dir.path().join("cache")), noop_meta(&disk));
+    let static_plugin = Path::new(PLUGINS).join("static");
+    let mut group = c.benchmark_group("CNI ADD, a delegate that does no kernel work");
+    group.sample_size(50);
+    group.bench_function("static plugin alone", |b| {
+        b.iter_custom(|n| setup.measure(&static_plugin, &noop_bytes, n))
+    });
+    group.bench_function("through plexus (cache on tmpfs)", |b| {
+        b.iter_custom(|n| setup.measure(&plexus, &noop_tmpfs, n))
+    });
+    group.bench_function("through plexus (cache on disk)", |b| {
+        b.iter_custom(|n| setup.measure(&plexus, &noop_disk, n))
+    });
+    group.finish();
+    let _ = std::fs::remove_dir_all(&disk);
+}
+
+criterion_group!(benches, meta_plugin_cost);
+criterion_main!(benches);
