@@ -1,8 +1,6 @@
 //! One CNI call, start to finish: environment and stdin in, result or error JSON and an exit
 //! code out. The `plexus` binary is this function; the agent will call it for forwarded calls.
 
-use std::path::PathBuf;
-
 use serde_json::Value;
 
 use crate::delegate::{Delegator, Registry};
@@ -67,6 +65,13 @@ fn call(
         return Ok(Some(meta::version_info()));
     }
     let config = MetaConfig::parse(stdin)?;
+    tracing::info!(
+        "{} container {} interface {} netns {}",
+        invocation.command.as_str(),
+        invocation.container_id,
+        invocation.ifname,
+        invocation.netns
+    );
     let cluster = (context.cluster)(&config)?;
     let delegator = Delegator::new(Some(&config.bin_dir), &invocation.path, context.registry.clone());
     let plugin = MetaPlugin {
@@ -91,13 +96,35 @@ fn call(
     }
 }
 
-/// Where a log line goes, from `logFile`, `logLevel` and `logToStderr`.
-pub fn log_target(config: &MetaConfig) -> (Option<PathBuf>, bool, &'static str) {
-    let level = match config.log_level.as_str() {
-        "debug" => "debug",
-        "verbose" => "info",
-        "error" => "error",
-        _ => "off",
+/// Installs the logger the config asks for: `logLevel` (panic, the default, logs nothing;
+/// error; verbose; debug) to `logFile` (appended) when given, else to stderr unless
+/// `logToStderr` is false. Never to stdout, which carries the result. A log file that cannot be
+/// opened is skipped.
+pub fn init_logging(stdin: &[u8]) {
+    use tracing_subscriber::filter::LevelFilter;
+    let Ok(config) = MetaConfig::parse(stdin) else {
+        return;
     };
-    (config.log_file.clone(), config.log_to_stderr, level)
+    let level = match config.log_level.as_str() {
+        "debug" => LevelFilter::DEBUG,
+        "verbose" => LevelFilter::INFO,
+        "error" => LevelFilter::ERROR,
+        _ => return,
+    };
+    let file = config
+        .log_file
+        .as_ref()
+        .and_then(|path| std::fs::OpenOptions::new().create(true).append(true).open(path).ok());
+    let to_stderr = config.log_to_stderr;
+    let writer = move || -> Box<dyn std::io::Write> {
+        match (&file, to_stderr) {
+            (Some(file), _) => match file.try_clone() {
+                Ok(file) => Box::new(file),
+                Err(_) => Box::new(std::io::sink()),
+            },
+            (None, true) => Box::new(std::io::stderr()),
+            (None, false) => Box::new(std::io::sink()),
+        }
+    };
+    let _ = tracing_subscriber::fmt().with_writer(writer).with_max_level(level).with_ansi(false).try_init();
 }

@@ -121,3 +121,28 @@ fn add_status_gc_and_del_through_the_binary() {
     assert!(node.reserved_ips().is_empty());
     node.finish();
 }
+
+#[test]
+fn log_file_and_level_are_honoured() {
+    let dir = plexus_hw::sim::ScratchDir::new("cni-log").unwrap();
+    let log = dir.path().join("plexus.log");
+    let conf = json!({"cniVersion": "1.0.0", "name": "n", "type": "plexus", "clusterNetwork": "nothing-here",
+                      "confDir": dir.path(), "cniDir": dir.path().join("cache"), "LogFile": log, "LogLevel": "verbose"});
+    let del = env(&[
+        ("CNI_COMMAND", "DEL"),
+        ("CNI_CONTAINERID", "logged"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/usr/lib/cni"),
+    ]);
+    let (code, out) = plexus(None, &del, &serde_json::to_vec(&conf).unwrap());
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, Value::Null, "nothing on stdout for DEL");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("DEL container logged interface eth0"), "{text}");
+    // The default level (panic) writes nothing.
+    let mut quiet = conf.clone();
+    quiet.as_object_mut().unwrap().remove("LogLevel");
+    std::fs::remove_file(&log).unwrap();
+    plexus(None, &del, &serde_json::to_vec(&quiet).unwrap());
+    assert!(std::fs::read_to_string(&log).unwrap_or_default().is_empty());
+}

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     let mut stdin = Vec::new();
     // A failed read leaves stdin empty, which the call reports as an unparsable config.
     let _ = std::io::stdin().read_to_end(&mut stdin);
+    entry::init_logging(&stdin);
     let context = Context { registry: Default::default(), routes: &NetlinkRoutes, cluster: &kube };
     let outcome = entry::run(|name| std::env::var(name).ok(), &stdin, &context);
     let mut stdout = std::io::stdout().lock();
