@@ -239,3 +239,31 @@ fn system_namespaces_skip_default_networks_and_the_annotation_replaces_the_clust
     ok(&node.call(&node.env("DEL", "s2", Some(("tenant", "app"))), &meta, true));
     node.finish();
 }
+
+#[test]
+fn a_failed_del_keeps_the_cache_only_with_retry_delete_on_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = Node::new("cni-retry");
+    // A delegate whose ADD works and whose DEL fails, as a plugin binary would.
+    let bin = node.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("flaky");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncat > /dev/null\nif [ \"$CNI_COMMAND\" = DEL ]; then\n  echo '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"busy, try later\"}'\n  exit 1\nfi\necho '{\"cniVersion\":\"1.0.0\",\"ips\":[{\"address\":\"10.95.0.2/24\"}]}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    node.write_conf("10-flaky.conf", json!({"cniVersion": "1.0.0", "name": "flaky", "type": "flaky"}));
+
+    for (retry, cache_kept) in [(true, true), (false, false)] {
+        let meta = node.meta(json!({"clusterNetwork": "flaky", "binDir": bin, "retryDeleteOnError": retry}));
+        let id = format!("r-{retry}");
+        ok(&node.call(&node.env("ADD", &id, None), &meta, false));
+        let err = failed(&node.call(&node.env("DEL", &id, None), &meta, false));
+        assert_eq!(err["code"], 11, "the delegate's own error: {err}");
+        assert!(err["msg"].as_str().unwrap().contains("network flaky"), "{err}");
+        assert_eq!(node.cni_dir().join(&id).exists(), cache_kept, "retryDeleteOnError = {retry}");
+    }
+    node.finish();
+}
