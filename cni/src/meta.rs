@@ -324,24 +324,7 @@ impl MetaPlugin<'_> {
         self.wait_for_readiness(wait)?;
         let pod = self.pod()?;
         let plan = self.plan(pod.as_ref())?;
-        let mut entry = CacheEntry {
-            container_id: self.invocation.container_id.clone(),
-            netns: self.invocation.netns.clone(),
-            ifname: self.invocation.ifname.clone(),
-            cni_args: self.invocation.args.clone(),
-            attachments: plan
-                .iter()
-                .map(|a| CachedAttachment {
-                    name: a.name.clone(),
-                    ifname: a.ifname.clone(),
-                    cluster_network: a.cluster_network,
-                    config: a.found.text.clone(),
-                    runtime_config: a.runtime_config.clone(),
-                    injected: a.injected.clone(),
-                    result: None,
-                })
-                .collect(),
-        };
+        let mut entry = self.entry_of(&plan);
         // Saved before the first delegate runs: whatever happens next, DEL knows what to undo.
         cache::save(&self.config.cni_dir, &entry, Durability::Synced)?;
 
