@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash hack/install-deps.sh
+# Namespaces that exist before the run are not the tests' doing.
+before=$(ip netns list | awk '{print $1}' | grep -E '^plexus-' | sort || true)
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
@@ -17,7 +19,8 @@ cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
 
 echo "== nothing left behind"
-leftover=$(ip netns list | grep -E '^plexus-' || true)
+after=$(ip netns list | awk '{print $1}' | grep -E '^plexus-' | sort || true)
+leftover=$(comm -13 <(echo "$before") <(echo "$after") | grep . || true)
 if [ -n "$leftover" ]; then
     echo "network namespaces left behind by the tests:" >&2
     echo "$leftover" >&2
