@@ -16,6 +16,7 @@ pub mod pci;
 pub mod sim;
 pub mod sysfs;
 pub mod types;
+pub mod vf;
 
 pub use discover::{Discovery, PciFunction, PhysicalFunction, Problem, VirtualFunction, discover};
 pub use error::SysfsError;

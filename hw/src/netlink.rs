@@ -263,6 +263,33 @@ impl Netlink {
         self.handle.route().add(message).execute().await.map_err(request(what))
     }
 
+    /// The VFs PF link `pf` reports in its `IFLA_VFINFO_LIST`.
+    pub async fn vf_states(&self, pf: &IfName) -> Result<Vec<crate::vf::VfState>, NetlinkError> {
+        let index = self.link_index(pf).await?;
+        let mut get = self.handle.link().get().match_index(index);
+        *get.message_mut() = crate::vf::get_message(index);
+        let links: Vec<LinkMessage> =
+            get.execute().try_collect().await.map_err(request(|| format!("reading the VFs of {pf}")))?;
+        Ok(links.iter().flat_map(crate::vf::parse_states).collect())
+    }
+
+    /// Applies `change` to VF `vf` of PF link `pf`.
+    pub async fn set_vf(
+        &self,
+        pf: &IfName,
+        vf: crate::types::VfIndex,
+        change: &crate::vf::VfChange,
+    ) -> Result<(), NetlinkError> {
+        let index = self.link_index(pf).await?;
+        let message = crate::vf::set_message(index, vf, change);
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(request(|| format!("setting VF {vf} of {pf}")))
+    }
+
     async fn add_link(
         &self,
         message: LinkMessage,

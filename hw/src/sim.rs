@@ -322,8 +322,10 @@ impl SimNode {
             }
         }
         write(&pf_dir.join("sriov_numvfs"), format!("{count}\n"))?;
+        let netdev = updated.netdev.clone();
         self.state.pfs[pf] = updated;
-        self.save()
+        self.save()?;
+        SimVfControl::new(&self.root).reset(&netdev).map_err(|e| SimError::Spec(e.to_string()))
     }
 
     fn pf(&self, pf: usize) -> Result<&SimPf, SimError> {
@@ -445,6 +447,8 @@ impl SimNode {
         if up {
             write(&net.join("speed"), format!("{PF_SPEED_MBPS}\n"))?;
         }
+        // As the kernel: net/<if>/device leads back to the PCI device.
+        link("../..", &net.join("device"))?;
         let rel = net.strip_prefix(&self.root).map_err(|_| SimError::Spec("netdev outside root".into()))?;
         link(Path::new("../..").join(rel), &self.root.join("class/net").join(name.as_str()))
     }
@@ -519,6 +523,115 @@ fn layout(spec: &SimSpec) -> Result<Vec<SimPf>, SimError> {
         });
     }
     Ok(pfs)
+}
+
+/// The file in the simulated root holding each simulated PF's VF settings.
+pub const VF_STATE_FILE: &str = "plexus-sim-vfs.json";
+
+/// The PF side of VFs on the simulated node, where the "PFs" are bridges that cannot answer VF
+/// requests: each PF's VF settings are kept in a file under the node's root, so every process
+/// working on the node (the CNI binary, the agent, a test) sees the same state. A VF index the
+/// PF does not have and out-of-range values are refused as the kernel refuses them; a change
+/// of `sriov_numvfs` resets the VFs (the kernel makes them anew).
+#[derive(Debug, Clone)]
+pub struct SimVfControl {
+    root: PathBuf,
+}
+
+type VfStore = std::collections::BTreeMap<String, Vec<crate::vf::VfState>>;
+
+impl SimVfControl {
+    /// VF control for the simulated node at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn failed(what: &str, e: impl std::fmt::Display) -> crate::vf::VfError {
+        crate::vf::VfError::Failed { what: what.to_owned(), message: e.to_string() }
+    }
+
+    /// `sriov_numvfs` of the PF with netdev `pf`, through `class/net/<pf>/device`.
+    fn num_vfs(&self, pf: &IfName) -> Result<u32, crate::vf::VfError> {
+        let path = self.root.join("class/net").join(pf.as_str()).join("device/sriov_numvfs");
+        match fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().map_err(|e| Self::failed(&path.display().to_string(), e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(crate::vf::VfError::NoSuchPf(pf.to_string()))
+            }
+            Err(e) => Err(Self::failed(&path.display().to_string(), e)),
+        }
+    }
+
+    /// Runs `f` on the store under an exclusive lock; saves it when `f` says it changed.
+    fn with_store<T>(
+        &self,
+        f: impl FnOnce(&mut VfStore) -> Result<(T, bool), crate::vf::VfError>,
+    ) -> Result<T, crate::vf::VfError> {
+        let path = self.root.join(VF_STATE_FILE);
+        let lock_path = self.root.join(format!("{VF_STATE_FILE}.lock"));
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Self::failed(&lock_path.display().to_string(), e))?;
+        let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Self::failed(&lock_path.display().to_string(), e))?;
+        let mut store: VfStore = match fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| Self::failed(&path.display().to_string(), e))?
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => VfStore::new(),
+            Err(e) => return Err(Self::failed(&path.display().to_string(), e)),
+        };
+        let (value, changed) = f(&mut store)?;
+        if changed {
+            let tmp = self.root.join(format!("{VF_STATE_FILE}.tmp"));
+            let bytes =
+                serde_json::to_vec_pretty(&store).map_err(|e| Self::failed("encoding VF state", e))?;
+            fs::write(&tmp, bytes).map_err(|e| Self::failed(&tmp.display().to_string(), e))?;
+            fs::rename(&tmp, &path).map_err(|e| Self::failed(&path.display().to_string(), e))?;
+        }
+        Ok(value)
+    }
+
+    /// Forgets the VF settings of PF `pf` (its VFs were made anew).
+    pub fn reset(&self, pf: &IfName) -> Result<(), crate::vf::VfError> {
+        self.with_store(|store| Ok(((), store.remove(pf.as_str()).is_some())))
+    }
+}
+
+impl crate::vf::VfControl for SimVfControl {
+    fn vfs(&self, pf: &IfName) -> Result<Vec<crate::vf::VfState>, crate::vf::VfError> {
+        let count = self.num_vfs(pf)?;
+        self.with_store(|store| {
+            let known = store.get(pf.as_str());
+            let states = (0..count)
+                .map(|i| {
+                    known
+                        .and_then(|list| list.iter().find(|s| s.index == VfIndex(i)).cloned())
+                        .unwrap_or_else(|| crate::vf::VfState::pristine(VfIndex(i)))
+                })
+                .collect();
+            Ok((states, false))
+        })
+    }
+
+    fn set(&self, pf: &IfName, vf: VfIndex, change: &crate::vf::VfChange) -> Result<(), crate::vf::VfError> {
+        change.validate(pf.as_str(), vf)?;
+        if vf.0 >= self.num_vfs(pf)? {
+            return Err(crate::vf::VfError::NoSuchVf { pf: pf.to_string(), vf });
+        }
+        self.with_store(|store| {
+            let list = store.entry(pf.to_string()).or_default();
+            match list.iter_mut().find(|s| s.index == vf) {
+                Some(state) => *state = state.with(change),
+                None => list.push(crate::vf::VfState::pristine(vf).with(change)),
+            }
+            list.sort_by_key(|s| s.index);
+            Ok(((), true))
+        })
+    }
 }
 
 /// A temporary directory removed (with everything in it) when dropped; for tests, benches and
