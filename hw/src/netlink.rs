@@ -35,6 +35,21 @@ impl IpFamily {
     }
 }
 
+/// What a link is, as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Its index.
+    pub index: u32,
+    /// Its name.
+    pub name: String,
+    /// Its MAC, when it has one.
+    pub mac: Option<MacAddr>,
+    /// Its MTU.
+    pub mtu: Option<u32>,
+    /// Administratively up.
+    pub up: bool,
+}
+
 /// How a link is named in a request, printed in errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkId {
@@ -119,17 +134,7 @@ impl Netlink {
 
     /// The index of the link named `name`, `None` when there is none.
     pub async fn try_link_index(&self, name: &IfName) -> Result<Option<u32>, NetlinkError> {
-        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
-        match links.try_next().await {
-            Ok(Some(link)) => Ok(Some(link.header.index)),
-            Ok(None) => Ok(None),
-            Err(rtnetlink::Error::NetlinkError(msg)) if msg.code.map(|c| -c.get()) == Some(libc_enodev()) => {
-                Ok(None)
-            }
-            Err(source) => {
-                Err(NetlinkError::Request { what: format!("looking up link {name}"), error: source })
-            }
-        }
+        Ok(self.link(name).await?.map(|link| link.index))
     }
 
     /// The index of the link named `name`.
@@ -290,6 +295,125 @@ impl Netlink {
             .map_err(request(|| format!("setting VF {vf} of {pf}")))
     }
 
+    /// The link named `name`, `None` when there is none.
+    pub async fn link(&self, name: &IfName) -> Result<Option<LinkInfo>, NetlinkError> {
+        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let message = match links.try_next().await {
+            Ok(Some(message)) => message,
+            Ok(None) => return Ok(None),
+            Err(rtnetlink::Error::NetlinkError(msg)) if msg.code.map(|c| -c.get()) == Some(libc_enodev()) => {
+                return Ok(None);
+            }
+            Err(error) => {
+                return Err(NetlinkError::Request { what: format!("looking up link {name}"), error });
+            }
+        };
+        let mut info = LinkInfo {
+            index: message.header.index,
+            name: name.to_string(),
+            mac: None,
+            mtu: None,
+            up: message.header.flags.contains(rtnetlink::packet_route::link::LinkFlags::Up),
+        };
+        for attribute in &message.attributes {
+            match attribute {
+                LinkAttribute::IfName(n) => info.name = n.clone(),
+                LinkAttribute::Mtu(mtu) => info.mtu = Some(*mtu),
+                LinkAttribute::Address(bytes) => {
+                    info.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr)
+                }
+                _ => {}
+            }
+        }
+        Ok(Some(info))
+    }
+
+    /// Moves link `index` into `netns`, renamed `name` when given, down: one message, so the
+    /// link is never seen in the new namespace under a name that may clash (a physical netdev
+    /// must be down to be renamed, and a move takes it down anyway).
+    pub async fn move_to(
+        &self,
+        index: u32,
+        netns: &Netns,
+        name: Option<&IfName>,
+    ) -> Result<(), NetlinkError> {
+        use std::os::fd::AsRawFd;
+        let mut builder = LinkUnspec::new_with_index(index).down().setns_by_fd(netns.fd().as_raw_fd());
+        if let Some(name) = name {
+            builder = builder.name(name.to_string());
+        }
+        let what = || match name {
+            Some(name) => format!("moving link #{index} to {} as {name}", netns.path().display()),
+            None => format!("moving link #{index} to {}", netns.path().display()),
+        };
+        self.handle.link().set(builder.build()).execute().await.map_err(request(what))
+    }
+
+    /// Renames link `index` (which must be down).
+    pub async fn rename(&self, index: u32, name: &IfName) -> Result<(), NetlinkError> {
+        let message = LinkUnspec::new_with_index(index).name(name.to_string()).build();
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(request(|| format!("renaming link #{index} to {name}")))
+    }
+
+    /// Sets the MAC and MTU of link `index` when given, and brings it up or down, in one message.
+    pub async fn configure(
+        &self,
+        index: u32,
+        mac: Option<MacAddr>,
+        mtu: Option<u32>,
+        up: bool,
+    ) -> Result<(), NetlinkError> {
+        let mut builder = LinkUnspec::new_with_index(index);
+        builder = if up { builder.up() } else { builder.down() };
+        if let Some(mac) = mac {
+            builder = builder.address(mac.0.to_vec());
+        }
+        if let Some(mtu) = mtu {
+            builder = builder.mtu(mtu);
+        }
+        self.handle
+            .link()
+            .set(builder.build())
+            .execute()
+            .await
+            .map_err(request(|| format!("configuring link #{index}")))
+    }
+
+    /// Adds `address/prefix_len` to link `index`.
+    pub async fn add_address(&self, index: u32, address: IpAddr, prefix_len: u8) -> Result<(), NetlinkError> {
+        self.handle
+            .address()
+            .add(index, address, prefix_len)
+            .execute()
+            .await
+            .map_err(request(|| format!("adding {address}/{prefix_len} to link #{index}")))
+    }
+
+    /// Adds a route to `destination/prefix_len` out of link `index`, via `gateway` when given.
+    pub async fn add_route(
+        &self,
+        destination: IpAddr,
+        prefix_len: u8,
+        gateway: Option<IpAddr>,
+        index: u32,
+    ) -> Result<(), NetlinkError> {
+        let what = || format!("adding a route to {destination}/{prefix_len} on link #{index}");
+        let mut builder = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(destination, prefix_len)
+            .map_err(|e| NetlinkError::Invalid(format!("{}: {e}", what())))?;
+        if let Some(gateway) = gateway {
+            builder =
+                builder.gateway(gateway).map_err(|e| NetlinkError::Invalid(format!("{}: {e}", what())))?;
+        }
+        let message = builder.output_interface(index).build();
+        self.handle.route().add(message).execute().await.map_err(request(what))
+    }
+
     async fn add_link(
         &self,
         message: LinkMessage,
@@ -339,5 +463,62 @@ mod tests {
         let err = nl.link_index(&a).await.unwrap_err();
         assert!(err.to_string().contains("pxa0"), "{err}");
         ns.delete().unwrap();
+    }
+
+    fn ip_json(ns: &Netns, args: &[&str]) -> serde_json::Value {
+        let out = std::process::Command::new("ip")
+            .arg("-j")
+            .arg("-n")
+            .arg(ns.name().unwrap())
+            .args(args)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    #[tokio::test]
+    async fn move_rename_configure_address_and_route_a_link_in_another_namespace() {
+        let host = Netns::create_unique("plexus-nl-host").unwrap();
+        let pod = Netns::create_unique("plexus-nl-pod").unwrap();
+        let nl_host = Netlink::connect(Some(&host)).await.unwrap();
+        let nl_pod = Netlink::connect(Some(&pod)).await.unwrap();
+        let vf: IfName = "ens1f0v3".parse().unwrap();
+        let peer: IfName = "ens1f0r3".parse().unwrap();
+        let net1: IfName = "net1".parse().unwrap();
+        nl_host.add_veth(&vf, &peer, None).await.unwrap();
+        let before = nl_host.link(&vf).await.unwrap().unwrap();
+        assert!(!before.up);
+
+        nl_host.move_to(before.index, &pod, Some(&net1)).await.unwrap();
+        assert_eq!(nl_host.link(&vf).await.unwrap(), None, "gone from the host namespace");
+        let moved = nl_pod.link(&net1).await.unwrap().expect("in the pod, under its new name");
+        let mac: MacAddr = "02:aa:bb:cc:dd:01".parse().unwrap();
+        nl_pod.configure(moved.index, Some(mac), Some(1400), true).await.unwrap();
+        let configured = nl_pod.link(&net1).await.unwrap().unwrap();
+        assert_eq!((configured.mac, configured.mtu, configured.up), (Some(mac), Some(1400), true));
+
+        nl_pod.add_address(moved.index, "10.5.0.2".parse().unwrap(), 24).await.unwrap();
+        nl_pod
+            .add_route("10.6.0.0".parse().unwrap(), 24, Some("10.5.0.1".parse().unwrap()), moved.index)
+            .await
+            .unwrap();
+        let addrs = ip_json(&pod, &["addr", "show", "net1"]);
+        assert_eq!(addrs[0]["addr_info"][0]["local"], "10.5.0.2");
+        let routes = ip_json(&pod, &["route", "show", "10.6.0.0/24"]);
+        assert_eq!(
+            (routes[0]["gateway"].as_str(), routes[0]["dev"].as_str()),
+            (Some("10.5.0.1"), Some("net1"))
+        );
+
+        // And back under its first name, as DEL does.
+        nl_pod.move_to(moved.index, &host, Some(&vf)).await.unwrap();
+        let back = nl_host.link(&vf).await.unwrap().expect("back in the host namespace");
+        assert_eq!(back.mac, Some(mac));
+        assert!(!back.up);
+        let renamed: IfName = "ens1f0v9".parse().unwrap();
+        nl_host.rename(back.index, &renamed).await.unwrap();
+        assert!(nl_host.link(&renamed).await.unwrap().is_some());
+        pod.delete().unwrap();
+        host.delete().unwrap();
     }
 }

@@ -129,6 +129,12 @@ impl Netns {
         Self::create(&format!("{prefix}-{}-{n}", std::process::id()))
     }
 
+    /// The open namespace file, for requests that name a namespace by fd (moving a link).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.file.as_fd()
+    }
+
     /// The path it was opened at.
     pub fn path(&self) -> &Path {
         &self.path
