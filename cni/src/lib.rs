@@ -12,3 +12,4 @@ pub mod meta;
 pub mod multus;
 pub mod routes;
 pub mod spec;
+pub mod sriov;
