@@ -310,16 +310,9 @@ impl SimNode {
         let full = layout(&self.state.spec)?.swap_remove(pf);
         let mut updated = sim_pf;
         updated.vfs = full.vfs.into_iter().take(count as usize).collect();
-        // Written with the PF, so the layout of a VF is the same as at build time.
+        // The layout of each VF is the one of build time.
         for vf in &updated.vfs {
-            let driver = if vf.netdev.is_some() { VF_DRIVER } else { VFIO_DRIVER };
-            let vf_dir =
-                self.write_device(vf.address, VF_DEVICE, driver, updated.numa_node, vf.iommu_group)?;
-            link(format!("../{}", updated.address), &vf_dir.join("physfn"))?;
-            link(format!("../{}", vf.address), &pf_dir.join(format!("virtfn{}", vf.index)))?;
-            if let Some(netdev) = &vf.netdev {
-                self.write_netdev(&vf_dir, netdev, vf.mac, false)?;
-            }
+            self.write_vf(&updated, vf)?;
         }
         write(&pf_dir.join("sriov_numvfs"), format!("{count}\n"))?;
         let netdev = updated.netdev.clone();
@@ -453,6 +446,18 @@ impl SimNode {
         link(Path::new("../..").join(rel), &self.root.join("class/net").join(name.as_str()))
     }
 
+    /// Writes a VF's device directory and its `physfn` / `virtfn<N>` links with its PF.
+    fn write_vf(&self, pf: &SimPf, vf: &SimVf) -> Result<(), SimError> {
+        let driver = if vf.netdev.is_some() { VF_DRIVER } else { VFIO_DRIVER };
+        let vf_dir = self.write_device(vf.address, VF_DEVICE, driver, pf.numa_node, vf.iommu_group)?;
+        link(format!("../{}", pf.address), &vf_dir.join("physfn"))?;
+        link(format!("../{}", vf.address), &self.device_dir(pf.address).join(format!("virtfn{}", vf.index)))?;
+        if let Some(netdev) = &vf.netdev {
+            self.write_netdev(&vf_dir, netdev, vf.mac, false)?;
+        }
+        Ok(())
+    }
+
     fn write_pf(&self, pf: &SimPf) -> Result<(), SimError> {
         let dir = self.write_device(pf.address, PF_DEVICE, PF_DRIVER, pf.numa_node, pf.iommu_group)?;
         let total = self.state.spec.vfs_per_pf.max(64);
@@ -460,13 +465,7 @@ impl SimNode {
         write(&dir.join("sriov_numvfs"), format!("{}\n", pf.vfs.len()))?;
         self.write_netdev(&dir, &pf.netdev, pf.mac, true)?;
         for vf in &pf.vfs {
-            let driver = if vf.netdev.is_some() { VF_DRIVER } else { VFIO_DRIVER };
-            let vf_dir = self.write_device(vf.address, VF_DEVICE, driver, pf.numa_node, vf.iommu_group)?;
-            link(format!("../{}", pf.address), &vf_dir.join("physfn"))?;
-            link(format!("../{}", vf.address), &dir.join(format!("virtfn{}", vf.index)))?;
-            if let Some(netdev) = &vf.netdev {
-                self.write_netdev(&vf_dir, netdev, vf.mac, false)?;
-            }
+            self.write_vf(pf, vf)?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command as Process;
 use std::sync::Mutex;
 
@@ -239,8 +239,4 @@ pub fn ok(outcome: &Outcome) -> Value {
 pub fn failed(outcome: &Outcome) -> Value {
     assert_ne!(outcome.code, 0, "call should fail: {}", outcome.stdout);
     serde_json::from_str(&outcome.stdout).unwrap()
-}
-
-pub fn path_exists(p: &Path) -> bool {
-    p.exists()
 }
