@@ -389,16 +389,18 @@ impl MetaPlugin<'_> {
     }
 
     fn apply_default_route(&self, plan: &[Attachment]) -> Result<(), CniError> {
+        let interfaces: Vec<&str> = plan.iter().map(|a| a.ifname.as_str()).collect();
         for chosen in plan {
             let Some(gateways) = chosen.selection.as_ref().and_then(|s| s.default_route.as_ref()) else {
                 continue;
             };
             for gateway in gateways {
-                let family = IpFamily::of(*gateway);
-                for att in plan {
-                    self.routes.del_default_routes(&self.invocation.netns, &att.ifname, family)?;
-                }
-                self.routes.add_default_route(&self.invocation.netns, &chosen.ifname, *gateway)?;
+                self.routes.set_default_route(
+                    &self.invocation.netns,
+                    &interfaces,
+                    &chosen.ifname,
+                    *gateway,
+                )?;
             }
         }
         Ok(())
