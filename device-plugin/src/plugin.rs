@@ -136,7 +136,7 @@ pub async fn run(
     let mut pools: Vec<Pool> = config
         .pools
         .iter()
-        .zip(node.snapshots(&config))
+        .zip(node.snapshots())
         .map(|(spec, snapshot)| {
             tracing::info!(
                 "pool {}: {} devices, socket {}",
@@ -163,7 +163,7 @@ pub async fn run(
             _ = ticker.tick() => {}
         }
         if node.refresh(&options, &config).await {
-            for (pool, snapshot) in pools.iter().zip(node.snapshots(&config)) {
+            for (pool, snapshot) in pools.iter().zip(node.snapshots()) {
                 pool.snapshots.send_if_modified(|current| {
                     let changed = **current != snapshot;
                     if changed {
@@ -325,12 +325,10 @@ const FULL_DISCOVERY_EVERY: Duration = Duration::from_secs(5);
 
 impl NodeView {
     async fn new(options: &PluginOptions, config: &PoolConfig) -> Result<Self, PluginError> {
-        let root = options.sysfs_root.clone();
-        let found = blocking(move || discover(&root)).await?;
+        let (found, fingerprint) = discover_with_fingerprint(&options.sysfs_root).await?;
         for problem in &found.problems {
             tracing::warn!("{problem}");
         }
-        let fingerprint = Fingerprint::read(&options.sysfs_root, &found);
         let routes = read_routes(&options.route_file);
         let last = pools::assign(config, &found, &routes).pools;
         Ok(Self { found, fingerprint, routes, last, last_full: Instant::now() })
@@ -349,16 +347,13 @@ impl NodeView {
         if fingerprint == self.fingerprint && self.last_full.elapsed() < FULL_DISCOVERY_EVERY {
             return false;
         }
-        let root = options.sysfs_root.clone();
-        let found = match blocking(move || discover(&root)).await {
-            Ok(found) => found,
+        (self.found, self.fingerprint) = match discover_with_fingerprint(&options.sysfs_root).await {
+            Ok(both) => both,
             Err(e) => {
                 tracing::warn!("discovering devices: {e}");
                 return false;
             }
         };
-        self.fingerprint = Fingerprint::read(&options.sysfs_root, &found);
-        self.found = found;
         self.routes = read_routes(&options.route_file);
         self.last_full = Instant::now();
         let mut pools = pools::assign(config, &self.found, &self.routes).pools;
@@ -368,12 +363,11 @@ impl NodeView {
         changed
     }
 
-    fn snapshots(&self, config: &PoolConfig) -> Vec<PoolSnapshot> {
-        config
-            .pools
+    /// Each pool's snapshot, in config order.
+    fn snapshots(&self) -> Vec<PoolSnapshot> {
+        self.last
             .iter()
-            .zip(&self.last)
-            .map(|(_, devices)| PoolSnapshot { devices: devices.clone(), topology: self.found.numa.clone() })
+            .map(|devices| PoolSnapshot { devices: devices.clone(), topology: self.found.numa.clone() })
             .collect()
     }
 }
@@ -400,6 +394,17 @@ fn keep_vanished(pools: &mut [Vec<PoolDevice>], last: &[Vec<PoolDevice>], found:
         }
         devices.sort_by_key(|d| d.address);
     }
+}
+
+/// Discovers, and reads the fingerprint of what was found, off the runtime's workers.
+async fn discover_with_fingerprint(root: &SysfsRoot) -> Result<(Discovery, Fingerprint), SysfsError> {
+    let root = root.clone();
+    blocking(move || {
+        let found = discover(&root)?;
+        let fingerprint = Fingerprint::read(&root, &found);
+        Ok((found, fingerprint))
+    })
+    .await
 }
 
 fn read_routes(path: &Path) -> BTreeSet<String> {
