@@ -113,6 +113,19 @@ impl Delegator {
         if let Some(plugin) = self.registry.get(plugin_type) {
             return plugin.call(command, invocation, ifname, config);
         }
+        self.exec(plugin_type, command, invocation, ifname, config)
+    }
+
+    /// Runs the binary of `plugin_type` with `config` on its stdin, by the CNI exec protocol
+    /// (an IPAM plugin gets its network's whole config this way).
+    pub fn exec(
+        &self,
+        plugin_type: &str,
+        command: Command,
+        invocation: &Invocation,
+        ifname: &str,
+        config: &Value,
+    ) -> Result<Option<Value>, CniError> {
         let binary = self.find(plugin_type)?;
         let stdin = serde_json::to_vec(config).map_err(|e| {
             CniError::new(ErrorCode::Decode, "cannot encode plugin config").with_details(e.to_string())

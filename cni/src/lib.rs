@@ -5,9 +5,15 @@
 //! - [`multus`]: Multus's config, annotations, network resolution, the DEL cache, Kubernetes.
 //! - [`meta`]: the meta-plugin's verbs.
 //! - [`routes`]: the pod's default route.
+//! - [`ipam`]: IPAM for the built-in delegates: any plugin binary, or `static` and
+//!   `host-local` in-process.
+//! - [`sriov`]: the built-in `sriov` delegate.
+//! - [`files`]: atomic writes and lock files.
 
 pub mod delegate;
 pub mod entry;
+pub mod files;
+pub mod ipam;
 pub mod meta;
 pub mod multus;
 pub mod routes;

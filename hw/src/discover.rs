@@ -211,6 +211,79 @@ pub fn discover(root: &SysfsRoot) -> Result<Discovery, SysfsError> {
     Ok(found)
 }
 
+/// Where one VF sits, read with a handful of syscalls instead of a discovery: what an
+/// attachment needs on its hot path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VfLocation {
+    /// The VF.
+    pub address: PciAddress,
+    /// Its PF.
+    pub pf: PciAddress,
+    /// The PF's netdev, through which its VFs are configured.
+    pub pf_netdev: Option<IfName>,
+    /// The VF's index under the PF.
+    pub index: VfIndex,
+    /// The VF's driver.
+    pub driver: Option<String>,
+    /// The VF's netdev as sysfs shows it: in the namespace sysfs was mounted from.
+    pub netdev: Option<IfName>,
+}
+
+impl VfLocation {
+    /// True when the VF is bound to a userspace driver and has no netdev (DPDK mode).
+    pub fn is_dpdk(&self) -> bool {
+        self.netdev.is_none() && self.driver.as_deref().is_some_and(|d| DPDK_DRIVERS.contains(&d))
+    }
+}
+
+/// Finds VF `address` under `root`: `None` when there is no such PCI device; an error naming
+/// the file when the device is not a VF or its PF does not list it.
+pub fn locate_vf(root: &SysfsRoot, address: PciAddress) -> Result<Option<VfLocation>, SysfsError> {
+    let Some(devices) = root.dir(PCI_DEVICES)? else {
+        return Err(SysfsError::Missing { path: root.path().join(PCI_DEVICES) });
+    };
+    let Some(dir) = devices.child(&address.to_string())? else {
+        return Ok(None);
+    };
+    let physfn_path = dir.path().join("physfn");
+    let physfn =
+        dir.link_target_name("physfn")?.ok_or_else(|| SysfsError::Missing { path: physfn_path.clone() })?;
+    let pf = physfn.parse::<PciAddress>().map_err(|e| SysfsError::Malformed {
+        path: physfn_path,
+        value: e.value,
+        expected: "a link to the PF",
+    })?;
+    let pf_dir =
+        devices.child(&physfn)?.ok_or_else(|| SysfsError::Missing { path: devices.path().join(&physfn) })?;
+    let wanted = address.to_string();
+    let mut index = None;
+    for entry in pf_dir.list(".")? {
+        let Some(n) = entry.strip_prefix("virtfn").and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pf_dir.link_target_name(&entry)?.as_deref() == Some(wanted.as_str()) {
+            index = Some(VfIndex(n));
+            break;
+        }
+    }
+    let index = index.ok_or_else(|| SysfsError::Malformed {
+        path: pf_dir.path().to_owned(),
+        value: wanted,
+        expected: "a virtfn link to the VF",
+    })?;
+    let first_netdev = |dir: &SysfsDir| -> Result<Option<IfName>, SysfsError> {
+        Ok(dir.list("net")?.into_iter().next().and_then(|name| name.parse().ok()))
+    };
+    Ok(Some(VfLocation {
+        address,
+        pf,
+        pf_netdev: first_netdev(&pf_dir)?,
+        index,
+        driver: dir.link_target_name("driver")?,
+        netdev: first_netdev(&dir)?,
+    }))
+}
+
 /// A PF found by the scan, with its VFs' indexes and addresses from the `virtfn` links.
 struct ScannedPf {
     address: PciAddress,

@@ -48,6 +48,48 @@ pub struct LinkInfo {
     pub mtu: Option<u32>,
     /// Administratively up.
     pub up: bool,
+    /// Alternative names (`ip link property add ... altname`), which block their names for
+    /// other links and renames as much as a link's name does.
+    pub alt_names: Vec<String>,
+    /// `IFLA_LINK`: for a veth, its peer's index (in the peer's namespace).
+    pub peer: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: set when the peer lives in another namespace.
+    pub peer_netnsid: Option<i32>,
+}
+
+impl LinkInfo {
+    fn from_message(message: &LinkMessage) -> Self {
+        use rtnetlink::packet_route::link::Prop;
+        let mut info = Self {
+            index: message.header.index,
+            name: String::new(),
+            mac: None,
+            mtu: None,
+            up: message.header.flags.contains(rtnetlink::packet_route::link::LinkFlags::Up),
+            alt_names: Vec::new(),
+            peer: None,
+            peer_netnsid: None,
+        };
+        for attribute in &message.attributes {
+            match attribute {
+                LinkAttribute::IfName(n) => info.name = n.clone(),
+                LinkAttribute::Mtu(mtu) => info.mtu = Some(*mtu),
+                LinkAttribute::Address(bytes) => {
+                    info.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr)
+                }
+                LinkAttribute::PropList(props) => {
+                    info.alt_names.extend(props.iter().filter_map(|p| match p {
+                        Prop::AltIfName(name) => Some(name.clone()),
+                        _ => None,
+                    }))
+                }
+                LinkAttribute::Link(peer) => info.peer = Some(*peer),
+                LinkAttribute::LinkNetNsId(id) => info.peer_netnsid = Some(*id),
+                _ => {}
+            }
+        }
+        info
+    }
 }
 
 /// How a link is named in a request, printed in errors.
@@ -297,40 +339,77 @@ impl Netlink {
 
     /// The link named `name`, `None` when there is none.
     pub async fn link(&self, name: &IfName) -> Result<Option<LinkInfo>, NetlinkError> {
-        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
-        let message = match links.try_next().await {
-            Ok(Some(message)) => message,
-            Ok(None) => return Ok(None),
-            Err(rtnetlink::Error::NetlinkError(msg)) if msg.code.map(|c| -c.get()) == Some(libc_enodev()) => {
-                return Ok(None);
-            }
-            Err(error) => {
-                return Err(NetlinkError::Request { what: format!("looking up link {name}"), error });
-            }
-        };
-        let mut info = LinkInfo {
-            index: message.header.index,
-            name: name.to_string(),
-            mac: None,
-            mtu: None,
-            up: message.header.flags.contains(rtnetlink::packet_route::link::LinkFlags::Up),
-        };
-        for attribute in &message.attributes {
-            match attribute {
-                LinkAttribute::IfName(n) => info.name = n.clone(),
-                LinkAttribute::Mtu(mtu) => info.mtu = Some(*mtu),
-                LinkAttribute::Address(bytes) => {
-                    info.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr)
-                }
-                _ => {}
-            }
-        }
-        Ok(Some(info))
+        let links = self.handle.link().get().match_name(name.to_string()).execute();
+        self.first_link(links, || format!("looking up link {name}")).await
     }
 
-    /// Moves link `index` into `netns`, renamed `name` when given, down: one message, so the
-    /// link is never seen in the new namespace under a name that may clash (a physical netdev
-    /// must be down to be renamed, and a move takes it down anyway).
+    /// The link with index `index`, `None` when there is none.
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<LinkInfo>, NetlinkError> {
+        let links = self.handle.link().get().match_index(index).execute();
+        self.first_link(links, || format!("looking up link #{index}")).await
+    }
+
+    async fn first_link(
+        &self,
+        mut links: impl futures::Stream<Item = Result<LinkMessage, rtnetlink::Error>> + Unpin,
+        what: impl FnOnce() -> String,
+    ) -> Result<Option<LinkInfo>, NetlinkError> {
+        match links.try_next().await {
+            Ok(Some(message)) => Ok(Some(LinkInfo::from_message(&message))),
+            Ok(None) => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(msg)) if msg.code.map(|c| -c.get()) == Some(libc_enodev()) => {
+                Ok(None)
+            }
+            Err(error) => Err(NetlinkError::Request { what: what(), error }),
+        }
+    }
+
+    /// Removes the alternative name `name` of link `index`.
+    pub async fn del_alt_name(&self, index: u32, name: &str) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .property_del(index)
+            .alt_ifname(&[name])
+            .execute()
+            .await
+            .map_err(request(|| format!("removing altname {name} of link #{index}")))
+    }
+
+    /// Gives link `index` the alternative name `name`.
+    pub async fn add_alt_name(&self, index: u32, name: &str) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .property_add(index)
+            .alt_ifname(&[name])
+            .execute()
+            .await
+            .map_err(request(|| format!("adding altname {name} to link #{index}")))
+    }
+
+    /// The addresses on link `index`, with their prefix lengths.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>, NetlinkError> {
+        use rtnetlink::packet_route::address::AddressAttribute;
+        let messages: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(request(|| format!("listing the addresses of link #{index}")))?;
+        Ok(messages
+            .iter()
+            .filter(|m| m.header.index == index)
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(addr) => Some((*addr, m.header.prefix_len)),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
     pub async fn move_to(
         &self,
         index: u32,

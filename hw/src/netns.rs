@@ -83,6 +83,20 @@ impl Netns {
         Self::open("/proc/self/ns/net")
     }
 
+    /// The namespace of the calling thread (the CNI binary's, or a blocking thread's of the
+    /// agent): where "the host" is for an attachment made from here.
+    pub fn current() -> Result<Self, NetnsError> {
+        Self::open("/proc/thread-self/ns/net")
+    }
+
+    /// Whether `path` is a live network namespace: a path that exists but is no longer a
+    /// namespace (a bind mount undone, a process gone) is not one.
+    pub fn is_alive(path: &Path) -> bool {
+        // NSFS_MAGIC, from linux/magic.h.
+        let nsfs = nix::sys::statfs::FsType(0x6e73_6673);
+        nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type() == nsfs)
+    }
+
     /// Creates a new named namespace at `/run/netns/<name>`, as `ip netns add` does, so that
     /// `ip netns exec` and other tools see it.
     pub fn create(name: &str) -> Result<Self, NetnsError> {
@@ -214,6 +228,17 @@ mod tests {
         ns.delete().unwrap();
         assert!(!path.exists());
         Netns::delete_path(&path).unwrap();
+    }
+
+    #[test]
+    fn a_deleted_namespace_is_not_alive() {
+        let ns = Netns::create_unique("plexus-hw-alive").unwrap();
+        let path = ns.path().to_owned();
+        assert!(Netns::is_alive(&path));
+        assert!(Netns::is_alive(Path::new("/proc/self/ns/net")));
+        ns.delete().unwrap();
+        assert!(!Netns::is_alive(&path));
+        assert!(!Netns::is_alive(Path::new("/tmp")), "a directory is not a namespace");
     }
 
     #[test]

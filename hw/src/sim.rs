@@ -481,6 +481,11 @@ impl Drop for SimNode {
     }
 }
 
+/// The switch-side end of VF `vf` of PF `pf`, named as a switchdev representor (`ens1f0r3`).
+fn representor_name(pf: &str, vf: VfIndex) -> String {
+    format!("{pf}r{vf}")
+}
+
 /// Addresses, names and NUMA placement of every PF and VF.
 fn layout(spec: &SimSpec) -> Result<Vec<SimPf>, SimError> {
     let slots_per_port = spec.vfs_per_pf.div_ceil(8);
@@ -505,7 +510,7 @@ fn layout(spec: &SimSpec) -> Result<Vec<SimPf>, SimError> {
                 address: addr(slot, v % 8)?,
                 index: VfIndex(v),
                 netdev: has_netdev.then(|| name(format!("{netdev}v{v}"))).transpose()?,
-                representor: has_netdev.then(|| name(format!("{netdev}r{v}"))).transpose()?,
+                representor: has_netdev.then(|| name(representor_name(&netdev, VfIndex(v)))).transpose()?,
                 // Locally administered, 70:78 = "px", then PF and VF numbers.
                 mac: MacAddr([0x02, 0x70, 0x78, i as u8, (v >> 8) as u8 + 1, v as u8]),
                 iommu_group: IommuGroup(group),
@@ -535,6 +540,8 @@ pub const VF_STATE_FILE: &str = "plexus-sim-vfs.json";
 #[derive(Debug, Clone)]
 pub struct SimVfControl {
     root: PathBuf,
+    /// The node's namespace, when it has real links.
+    netns: Option<PathBuf>,
 }
 
 type VfStore = std::collections::BTreeMap<String, Vec<crate::vf::VfState>>;
@@ -542,7 +549,58 @@ type VfStore = std::collections::BTreeMap<String, Vec<crate::vf::VfState>>;
 impl SimVfControl {
     /// VF control for the simulated node at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self { root: root.into(), netns: None }
+    }
+
+    /// VF control for the simulated node at `root`, with its real links when it has them.
+    pub fn for_node(node: &SimNode) -> Self {
+        Self {
+            root: node.root.clone(),
+            netns: node.netns_name().map(|n| Path::new(crate::netns::NETNS_RUN_DIR).join(n)),
+        }
+    }
+
+    /// Finds VF `vf`'s veth through its representor, which never leaves the node's namespace:
+    /// the representor's peer is the VF netdev, here when the peer is in the same namespace.
+    /// A missing representor means the veth pair died with a pod namespace, where the kernel
+    /// would have handed a real VF netdev back to the host: the pair is made anew, the netdev
+    /// under the name the kernel falls back to (`dev<N>`; the kernel keeps the pod-side name
+    /// when the host has no link of that name, which the simulator cannot know).
+    async fn find_or_return_netdev(
+        &self,
+        netns: &Netns,
+        vf: &crate::discover::VfLocation,
+    ) -> Result<Option<IfName>, SimError> {
+        let Some(pf) = &vf.pf_netdev else {
+            return Ok(None);
+        };
+        // VFs bound to vfio-pci have no veth.
+        if vf.netdev.is_none() {
+            return Ok(None);
+        }
+        let nl = Netlink::connect(Some(netns)).await?;
+        let representor = name(representor_name(pf.as_str(), vf.index))?;
+        if let Some(rep) = nl.link(&representor).await? {
+            if rep.peer_netnsid.is_some() {
+                return Ok(None);
+            }
+            let Some(peer) = rep.peer else { return Ok(None) };
+            return nl.link_by_index(peer).await?.map(|l| name(l.name)).transpose();
+        }
+        let node = SimNode::load(&self.root)?;
+        let mac = node.state.pfs.iter().flat_map(|p| &p.vfs).find(|v| v.address == vf.address).map(|v| v.mac);
+        let names = nl.link_names().await?;
+        let returned = (0u32..)
+            .map(|n| format!("dev{n}"))
+            .find(|n| !names.contains(n))
+            .map(name)
+            .transpose()?
+            .ok_or_else(|| SimError::Spec("no free dev<N> name".into()))?;
+        nl.add_veth(&returned, &representor, mac).await?;
+        let bridge = nl.link_index(pf).await?;
+        let port = nl.link_index(&representor).await?;
+        nl.set_controller_up(port, bridge).await?;
+        Ok(Some(returned))
     }
 
     fn failed(what: &str, e: impl std::fmt::Display) -> crate::vf::VfError {
@@ -601,6 +659,28 @@ impl SimVfControl {
 }
 
 impl crate::vf::VfControl for SimVfControl {
+    fn netns(&self) -> Option<&Path> {
+        self.netns.as_deref()
+    }
+
+    fn host_netdev(
+        &self,
+        _sysfs: &crate::SysfsRoot,
+        vf: &crate::discover::VfLocation,
+    ) -> Result<Option<IfName>, crate::vf::VfError> {
+        let what = || format!("finding the netdev of VF {}", vf.address);
+        let Some(path) = &self.netns else {
+            // A node without real links: its VF netdevs are only names in the tree.
+            return Ok(vf.netdev.clone());
+        };
+        let netns = Netns::open(path).map_err(|e| Self::failed(&what(), e))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| Self::failed(&what(), e))?;
+        runtime.block_on(self.find_or_return_netdev(&netns, vf)).map_err(|e| Self::failed(&what(), e))
+    }
+
     fn vfs(&self, pf: &IfName) -> Result<Vec<crate::vf::VfState>, crate::vf::VfError> {
         let count = self.num_vfs(pf)?;
         self.with_store(|store| {

@@ -214,6 +214,18 @@ pub trait VfControl: Send + Sync {
     /// Changes VF `vf` of PF `pf`.
     fn set(&self, pf: &IfName, vf: VfIndex, change: &VfChange) -> Result<(), VfError>;
 
+    /// The namespace holding the PFs' netdevs and the VF netdevs not given to a pod: the
+    /// node's host namespace (`None`: the caller's).
+    fn netns(&self) -> Option<&std::path::Path>;
+
+    /// The current name of `vf`'s netdev in [`netns`](Self::netns), `None` when it is not
+    /// there (it is in a pod's namespace, or the VF has no netdev). `sysfs` is the node's.
+    fn host_netdev(
+        &self,
+        sysfs: &crate::SysfsRoot,
+        vf: &crate::discover::VfLocation,
+    ) -> Result<Option<IfName>, VfError>;
+
     /// One VF's state.
     fn vf(&self, pf: &IfName, vf: VfIndex) -> Result<VfState, VfError> {
         self.vfs(pf)?
@@ -221,6 +233,19 @@ pub trait VfControl: Send + Sync {
             .find(|s| s.index == vf)
             .ok_or_else(|| VfError::NoSuchVf { pf: pf.to_string(), vf })
     }
+}
+
+/// The VF control for the node whose sysfs is at `root`: the simulator's when `root` holds a
+/// simulated node, else netlink on the real PFs of the caller's namespace.
+pub fn control_for(root: &crate::SysfsRoot) -> Result<std::sync::Arc<dyn VfControl>, VfError> {
+    if root.path().join(crate::sim::STATE_FILE).exists() {
+        let node = crate::sim::SimNode::load(root.path()).map_err(|e| VfError::Failed {
+            what: "loading the simulated node".into(),
+            message: e.to_string(),
+        })?;
+        return Ok(std::sync::Arc::new(crate::sim::SimVfControl::for_node(&node)));
+    }
+    Ok(std::sync::Arc::new(NetlinkVfControl::new(None)))
 }
 
 /// The netlink implementation, for real PFs: a socket opened in the namespace that holds the
@@ -263,6 +288,25 @@ impl NetlinkVfControl {
 }
 
 impl VfControl for NetlinkVfControl {
+    fn netns(&self) -> Option<&std::path::Path> {
+        self.netns.as_deref()
+    }
+
+    /// Sysfs shows a device's netdevs of the namespace it was mounted from (the host's), under
+    /// their current names: a VF netdev the kernel handed back from a deleted pod namespace
+    /// is found there, whatever it is called now.
+    fn host_netdev(
+        &self,
+        sysfs: &crate::SysfsRoot,
+        vf: &crate::discover::VfLocation,
+    ) -> Result<Option<IfName>, VfError> {
+        let located = crate::discover::locate_vf(sysfs, vf.address).map_err(|e| VfError::Failed {
+            what: format!("reading VF {}", vf.address),
+            message: e.to_string(),
+        })?;
+        Ok(located.and_then(|l| l.netdev))
+    }
+
     fn vfs(&self, pf: &IfName) -> Result<Vec<VfState>, VfError> {
         self.run(|| format!("reading the VFs of {pf}"), async |nl| nl.vf_states(pf).await)
     }

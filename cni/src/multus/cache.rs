@@ -2,7 +2,6 @@
 //! byte for byte, its runtime arguments) under `<cniDir>/<containerID>`, and adds each result as
 //! it comes. DEL and CHECK then need no API server, no NAD and no pod.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -80,18 +79,10 @@ pub fn save(cni_dir: &Path, entry: &CacheEntry, durability: Durability) -> Resul
     }
     std::fs::create_dir_all(cni_dir).map_err(|e| io(format!("creating {}", cni_dir.display()), e))?;
     let target = path(cni_dir, &entry.container_id);
-    let tmp = cni_dir.join(format!(".{}.tmp", entry.container_id));
     let bytes = serde_json::to_vec(entry)
         .map_err(|e| CniError::new(ErrorCode::Io, format!("encoding cache: {e}")))?;
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        if durability == Durability::Synced {
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, &target)
-    };
-    write().map_err(|e| io(format!("writing {}", target.display()), e))
+    crate::files::write_atomic(&target, &bytes, durability == Durability::Synced)
+        .map_err(|e| io(format!("writing {}", target.display()), e))
 }
 
 /// The entry of a container, `None` when there is none. An unreadable entry is an error: DEL

@@ -28,6 +28,8 @@ pub struct SriovConfig {
     pub ipam: Option<Map<String, Value>>,
     /// Addresses the pod asked for (`runtimeConfig.ips`), for the IPAM.
     pub ips: Vec<IpPrefix>,
+    /// Where attachment records are kept (`dataDir`), when not the default.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 fn invalid(key: &str, message: impl std::fmt::Display) -> CniError {
@@ -151,6 +153,7 @@ impl SriovConfig {
             mtu,
             ipam,
             ips,
+            data_dir: keys.string("dataDir")?.map(std::path::PathBuf::from),
         })
     }
 }

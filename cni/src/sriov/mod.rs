@@ -1,4 +1,36 @@
 //! The built-in `sriov` delegate: a hardware VF into the pod, configured, and restored exactly.
-//! So far its config; the attachment builds on `plexus_hw::vf` and `plexus_hw::netlink`.
+//!
+//! - [`config`]: the SR-IOV CNI plugin's config keys.
+//! - [`record`]: what an attachment changed, on disk, per VF.
+//! - [`attach`]: ADD, DEL and CHECK.
 
+pub mod attach;
 pub mod config;
+pub mod record;
+
+pub use attach::{Phases, SYSFS_ROOT_ENV, Sriov};
+
+use serde_json::Value;
+
+use crate::delegate::InProcessPlugin;
+use crate::spec::{CniError, Command, ErrorCode, Invocation};
+
+impl InProcessPlugin for Sriov {
+    fn call(
+        &self,
+        command: Command,
+        invocation: &Invocation,
+        ifname: &str,
+        config: &Value,
+    ) -> Result<Option<Value>, CniError> {
+        match command {
+            Command::Add => self.add(invocation, ifname, config).map(Some),
+            Command::Del => self.del(invocation, ifname, config).map(|()| None),
+            Command::Check => self.check(invocation, ifname, config).map(|()| None),
+            other => Err(CniError::new(
+                ErrorCode::InvalidEnvironment,
+                format!("sriov: {} is not a delegate command", other.as_str()),
+            )),
+        }
+    }
+}

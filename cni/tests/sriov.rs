@@ -1,0 +1,341 @@
+//! The `sriov` delegate end to end on a simulated node (root): VF netdevs are veth ends in
+//! the node's namespace, the PF side is the simulator's VF control. Every check reads the
+//! kernel with iproute2 or the simulator's store, independently of the code under test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command as Process;
+use std::sync::Arc;
+
+use plexus_cni::spec::{Command, Invocation};
+use plexus_cni::sriov::Sriov;
+use plexus_hw::netns::Netns;
+use plexus_hw::sim::{ScratchDir, SimNode, SimSpec, SimVfControl};
+use plexus_hw::vf::{VfChange, VfControl, VfLinkMode, VfState, VlanProto};
+use plexus_hw::{IfName, PciAddress, SysfsRoot, VfIndex};
+use serde_json::{Value, json};
+
+/// A simulated node (2 PFs x 4 VFs, the last VF of each bound to vfio-pci), the delegate
+/// pointed at it, and the pod namespaces a test makes; all removed on drop.
+struct Fixture {
+    node: SimNode,
+    sriov: Sriov,
+    control: SimVfControl,
+    pods: Vec<PathBuf>,
+    dir: ScratchDir,
+}
+
+const VF1: &str = "0000:20:02.1"; // ens1f0v1
+const VFIO: &str = "0000:20:02.3"; // VF 3 of ens1f0, vfio-pci
+
+impl Fixture {
+    fn new(tag: &str) -> Self {
+        let dir = ScratchDir::new(tag).unwrap();
+        let spec = SimSpec { pfs: 2, numa_nodes: 1, vfs_per_pf: 4, vfio_vfs_per_pf: 1, cpus_per_node: 2 };
+        let mut node = SimNode::build(dir.path().join("sys"), &spec).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+        runtime.block_on(node.create_netdevs(&format!("plexus-sv-{tag}-{}", std::process::id()))).unwrap();
+        let control = SimVfControl::for_node(&node);
+        let sriov = Sriov::new(SysfsRoot::new(node.root()), Arc::new(control.clone()));
+        Self { node, sriov, control, pods: Vec::new(), dir }
+    }
+
+    fn pod(&mut self) -> Netns {
+        let ns = Netns::create_unique("plexus-sv-pod").unwrap();
+        self.pods.push(ns.path().to_owned());
+        ns
+    }
+
+    fn records(&self) -> PathBuf {
+        self.dir.path().join("records")
+    }
+
+    /// A NAD's config for `device`, with `extra` keys.
+    fn conf(&self, device: &str, extra: Value) -> Value {
+        let mut conf = json!({"cniVersion": "1.0.0", "name": "sriov-net", "type": "sriov",
+                              "deviceID": device, "dataDir": self.records()});
+        for (k, v) in extra.as_object().unwrap() {
+            conf[k] = v.clone();
+        }
+        conf
+    }
+
+    fn sim_netns(&self) -> &str {
+        self.node.netns_name().unwrap()
+    }
+
+    fn vf_state(&self, pf: &str, index: u32) -> VfState {
+        self.control.vf(&pf.parse::<IfName>().unwrap(), VfIndex(index)).unwrap()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for pod in &self.pods {
+            let _ = Netns::delete_path(pod);
+        }
+    }
+}
+
+fn invocation(command: Command, cid: &str, netns: &str, ifname: &str) -> Invocation {
+    let env = HashMap::from([
+        ("CNI_COMMAND", command.as_str().to_owned()),
+        ("CNI_CONTAINERID", cid.to_owned()),
+        ("CNI_NETNS", netns.to_owned()),
+        ("CNI_IFNAME", ifname.to_owned()),
+        ("CNI_PATH", "/usr/lib/cni".to_owned()),
+    ]);
+    Invocation::from_env(|k| env.get(k).cloned()).unwrap()
+}
+
+/// `ip -j -n <netns> <args>`, `Null` when the object does not exist.
+fn ip(netns: &str, args: &[&str]) -> Value {
+    let out = Process::new("ip").arg("-j").arg("-n").arg(netns).args(args).output().unwrap();
+    if !out.status.success() {
+        return Value::Null;
+    }
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// (MAC, MTU, up) of a link, `None` when there is no such link.
+fn link(netns: &str, name: &str) -> Option<(String, u64, bool)> {
+    let links = ip(netns, &["link", "show", "dev", name]);
+    let link = links.get(0)?;
+    let up = link["flags"].as_array().unwrap().iter().any(|f| f == "UP");
+    Some((link["address"].as_str().unwrap().to_owned(), link["mtu"].as_u64().unwrap(), up))
+}
+
+fn ns_name(ns: &Netns) -> &str {
+    ns.name().unwrap()
+}
+
+#[test]
+fn add_configures_everything_and_del_restores_everything_not_only_what_the_nad_set() {
+    let mut f = Fixture::new("full");
+    let pod = f.pod();
+    let netns = pod.path().display().to_string();
+    // A VF with history: an administrator's VLAN and MAC on the PF side.
+    let before = VfChange { vlan: Some((7, 0, VlanProto::Dot1Q)), ..VfChange::default() };
+    f.control.set(&"ens1f0".parse().unwrap(), VfIndex(1), &before).unwrap();
+    let prior = f.vf_state("ens1f0", 1);
+    let host_before = link(f.sim_netns(), "ens1f0v1").unwrap();
+
+    let conf = f.conf(
+        VF1,
+        json!({"vlan": 100, "vlanQoS": 2, "vlanProto": "802.1ad", "spoofchk": "off", "trust": "on",
+               "link_state": "enable", "min_tx_rate": 10, "max_tx_rate": 1000, "mac": "02:11:22:33:44:55",
+               "mtu": 9000,
+               "ipam": {"type": "static", "addresses": [{"address": "10.56.0.2/24", "gateway": "10.56.0.1"}],
+                        "routes": [{"dst": "10.57.0.0/16"}], "dns": {"nameservers": ["10.56.0.53"]}}}),
+    );
+    let add = invocation(Command::Add, "cid-full", &netns, "net1");
+    let result = f.sriov.add(&add, "net1", &conf).unwrap();
+    assert_eq!(result["cniVersion"], "1.0.0");
+    assert_eq!(result["interfaces"], json!([{"name": "net1", "mac": "02:11:22:33:44:55", "sandbox": netns}]));
+    assert_eq!(result["ips"], json!([{"address": "10.56.0.2/24", "gateway": "10.56.0.1", "interface": 0}]));
+    assert_eq!(result["routes"], json!([{"dst": "10.57.0.0/16"}]));
+    assert_eq!(result["dns"]["nameservers"], json!(["10.56.0.53"]));
+
+    // The PF side: every key applied.
+    let applied = f.vf_state("ens1f0", 1);
+    assert_eq!((applied.vlan, applied.qos, applied.vlan_proto), (100, 2, VlanProto::Dot1Ad));
+    assert_eq!((applied.spoofchk, applied.trust, applied.link_state), (false, true, VfLinkMode::Enable));
+    assert_eq!((applied.min_tx_rate, applied.max_tx_rate), (10, 1000));
+    assert_eq!(applied.mac.to_string(), "02:11:22:33:44:55");
+    // The netdev: gone from the host, in the pod as net1, configured, addressed, routed.
+    assert_eq!(link(f.sim_netns(), "ens1f0v1"), None);
+    assert_eq!(link(ns_name(&pod), "net1"), Some(("02:11:22:33:44:55".into(), 9000, true)));
+    let addrs = ip(ns_name(&pod), &["addr", "show", "dev", "net1"]);
+    assert!(addrs[0]["addr_info"].as_array().unwrap().iter().any(|a| a["local"] == "10.56.0.2"), "{addrs}");
+    let route = ip(ns_name(&pod), &["route", "show", "10.57.0.0/16"]);
+    assert_eq!(route[0]["gateway"], "10.56.0.1", "a route without gw goes via the address's gateway");
+
+    // CHECK passes, then fails naming what changed behind our back.
+    let check = invocation(Command::Check, "cid-full", &netns, "net1");
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = result.clone();
+    f.sriov.check(&check, "net1", &with_prev).unwrap();
+    let tamper = VfChange { vlan: Some((200, 0, VlanProto::Dot1Q)), ..VfChange::default() };
+    f.control.set(&"ens1f0".parse().unwrap(), VfIndex(1), &tamper).unwrap();
+    let err = f.sriov.check(&check, "net1", &with_prev).unwrap_err();
+    assert!(err.msg.contains("0000:20:02.1 settings changed"), "{err:?}");
+    f.control.set(&"ens1f0".parse().unwrap(), VfIndex(1), &applied.as_change()).unwrap();
+    Process::new("ip").args(["-n", ns_name(&pod), "addr", "flush", "dev", "net1"]).status().unwrap();
+    let err = f.sriov.check(&check, "net1", &with_prev).unwrap_err();
+    assert!(err.msg.contains("lacks its address 10.56.0.2/24"), "{err:?}");
+
+    // DEL: everything as it was, including the VLAN the NAD never mentioned; twice is fine.
+    let del = invocation(Command::Del, "cid-full", &netns, "net1");
+    f.sriov.del(&del, "net1", &conf).unwrap();
+    assert_eq!(f.vf_state("ens1f0", 1), prior);
+    assert_eq!(link(f.sim_netns(), "ens1f0v1"), Some(host_before.clone()));
+    assert_eq!(link(ns_name(&pod), "net1"), None);
+    assert!(
+        std::fs::read_dir(f.records()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".json"))
+    );
+    f.sriov.del(&del, "net1", &conf).unwrap();
+
+    // The next pod's NAD sets no VLAN: it gets the administrator's, not the last pod's.
+    let add = invocation(Command::Add, "cid-next", &netns, "net1");
+    f.sriov.add(&add, "net1", &f.conf(VF1, json!({}))).unwrap();
+    assert_eq!(f.vf_state("ens1f0", 1).vlan, 7);
+    f.sriov
+        .del(&invocation(Command::Del, "cid-next", &netns, "net1"), "net1", &f.conf(VF1, json!({})))
+        .unwrap();
+    assert_eq!(link(f.sim_netns(), "ens1f0v1"), Some(host_before));
+}
+
+#[test]
+fn del_after_the_pod_namespace_is_gone_finds_the_returned_netdev_and_restores_it() {
+    let mut f = Fixture::new("gone");
+    let pod = f.pod();
+    let netns = pod.path().display().to_string();
+    let host_before = link(f.sim_netns(), "ens1f0v1").unwrap();
+    let prior = f.vf_state("ens1f0", 1);
+    let conf = f.conf(VF1, json!({"vlan": 12, "mac": "02:00:00:00:12:01", "mtu": 1400}));
+    f.sriov.add(&invocation(Command::Add, "cid-gone", &netns, "eth1"), "eth1", &conf).unwrap();
+    pod.delete().unwrap();
+
+    // DEL without a netns, as runtimes send it once the sandbox is gone.
+    let del = invocation(Command::Del, "cid-gone", "", "eth1");
+    f.sriov.del(&del, "eth1", &conf).unwrap();
+    assert_eq!(link(f.sim_netns(), "ens1f0v1"), Some(host_before), "back under its own name, MAC and MTU");
+    assert_eq!(f.vf_state("ens1f0", 1), prior);
+    let names: Vec<String> = ip(f.sim_netns(), &["link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with("dev")), "no stray returned netdev: {names:?}");
+    f.sriov.del(&del, "eth1", &conf).unwrap();
+}
+
+#[test]
+fn a_vf_held_by_a_live_pod_is_refused_and_one_left_by_a_dead_pod_is_restored_then_given() {
+    let mut f = Fixture::new("held");
+    let first = f.pod();
+    let second = f.pod();
+    let (a, b) = (first.path().display().to_string(), second.path().display().to_string());
+    let conf = f.conf(VF1, json!({"vlan": 33}));
+    f.sriov.add(&invocation(Command::Add, "cid-a", &a, "net1"), "net1", &conf).unwrap();
+    let err = f.sriov.add(&invocation(Command::Add, "cid-b", &b, "net1"), "net1", &conf).unwrap_err();
+    assert!(err.msg.contains("in use by container cid-a"), "{err:?}");
+    let err = f.sriov.add(&invocation(Command::Add, "cid-a", &a, "net1"), "net1", &conf).unwrap_err();
+    assert!(err.msg.contains("already attached"), "{err:?}");
+    // A DEL for another container must not touch the VF.
+    f.sriov.del(&invocation(Command::Del, "cid-b", &b, "net1"), "net1", &conf).unwrap();
+    assert!(link(ns_name(&first), "net1").is_some());
+
+    // The first pod dies without a DEL; the VF comes back and goes to the second pod.
+    first.delete().unwrap();
+    let no_vlan = f.conf(VF1, json!({}));
+    f.sriov.add(&invocation(Command::Add, "cid-b", &b, "net1"), "net1", &no_vlan).unwrap();
+    assert_eq!(f.vf_state("ens1f0", 1).vlan, 0, "the dead pod's VLAN was restored away");
+    assert!(link(ns_name(&second), "net1").is_some());
+    f.sriov.del(&invocation(Command::Del, "cid-b", &b, "net1"), "net1", &no_vlan).unwrap();
+    assert!(link(f.sim_netns(), "ens1f0v1").is_some());
+}
+
+#[test]
+fn a_failed_add_undoes_every_step() {
+    let mut f = Fixture::new("undo");
+    let pod = f.pod();
+    let netns = pod.path().display().to_string();
+    let host_before = link(f.sim_netns(), "ens1f0v1").unwrap();
+    let prior = f.vf_state("ens1f0", 1);
+    // The route's gateway is off-link: the kernel refuses it after the VF was moved, renamed,
+    // configured and addressed.
+    let conf = f.conf(
+        VF1,
+        json!({"vlan": 5, "mtu": 2000, "ipam": {"type": "static", "addresses": [{"address": "10.60.0.2/24"}],
+                                                 "routes": [{"dst": "10.61.0.0/16", "gw": "192.0.2.1"}]}}),
+    );
+    let err = f.sriov.add(&invocation(Command::Add, "cid-undo", &netns, "net1"), "net1", &conf).unwrap_err();
+    assert!(err.msg.contains("10.61.0.0/16"), "{err:?}");
+    assert_eq!(link(f.sim_netns(), "ens1f0v1"), Some(host_before));
+    assert_eq!(link(ns_name(&pod), "net1"), None);
+    assert_eq!(f.vf_state("ens1f0", 1), prior);
+    assert!(
+        std::fs::read_dir(f.records()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".json"))
+    );
+
+    // IPAM that cannot run fails before the netdev moves, and is undone all the same.
+    let conf = f.conf(VF1, json!({"vlan": 5, "ipam": {"type": "no-such-ipam"}}));
+    let err = f.sriov.add(&invocation(Command::Add, "cid-undo", &netns, "net1"), "net1", &conf).unwrap_err();
+    assert!(err.msg.contains("no-such-ipam"), "{err:?}");
+    assert_eq!(f.vf_state("ens1f0", 1), prior);
+    assert!(link(f.sim_netns(), "ens1f0v1").is_some());
+}
+
+#[test]
+fn a_stale_altname_of_the_wanted_name_does_not_block_the_rename() {
+    let mut f = Fixture::new("alt");
+    let pod = f.pod();
+    let netns = pod.path().display().to_string();
+    let status = Process::new("ip")
+        .args(["-n", f.sim_netns(), "link", "property", "add", "dev", "ens1f0v1", "altname", "net1"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let conf = f.conf(VF1, json!({}));
+    f.sriov.add(&invocation(Command::Add, "cid-alt", &netns, "net1"), "net1", &conf).unwrap();
+    assert!(link(ns_name(&pod), "net1").is_some());
+    f.sriov.del(&invocation(Command::Del, "cid-alt", &netns, "net1"), "net1", &conf).unwrap();
+    assert!(link(f.sim_netns(), "ens1f0v1").is_some());
+}
+
+#[test]
+fn dpdk_mode_configures_the_vf_without_a_netdev_and_reports_its_pci_address() {
+    let mut f = Fixture::new("dpdk");
+    let pod = f.pod();
+    let netns = pod.path().display().to_string();
+    let conf = f.conf(VFIO, json!({"cniVersion": "1.1.0", "vlan": 300, "mac": "02:00:00:00:03:00"}));
+    let result = f.sriov.add(&invocation(Command::Add, "cid-dpdk", &netns, "net1"), "net1", &conf).unwrap();
+    assert_eq!(
+        result["interfaces"],
+        json!([{"name": "net1", "mac": "02:00:00:00:03:00", "sandbox": netns, "pciID": VFIO}])
+    );
+    assert_eq!(f.vf_state("ens1f0", 3).vlan, 300);
+    assert_eq!(link(ns_name(&pod), "net1"), None, "no netdev moves in DPDK mode");
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = result;
+    f.sriov.check(&invocation(Command::Check, "cid-dpdk", &netns, "net1"), "net1", &with_prev).unwrap();
+    f.sriov.del(&invocation(Command::Del, "cid-dpdk", &netns, "net1"), "net1", &conf).unwrap();
+    assert_eq!(f.vf_state("ens1f0", 3), VfState::pristine(VfIndex(3)));
+}
+
+#[test]
+fn del_of_a_vf_that_vanished_forgets_it_and_bad_devices_are_named() {
+    let mut f = Fixture::new("vanish");
+    let pod = f.pod();
+    let netns = pod.path().display().to_string();
+    let conf = f.conf(VF1, json!({}));
+    f.sriov.add(&invocation(Command::Add, "cid-v", &netns, "net1"), "net1", &conf).unwrap();
+    // The PF's VFs are removed (sriov_numvfs written): the VF's PCI device is gone.
+    f.node.set_num_vfs(0, 0).unwrap();
+    f.sriov.del(&invocation(Command::Del, "cid-v", &netns, "net1"), "net1", &conf).unwrap();
+    assert!(
+        std::fs::read_dir(f.records()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".json"))
+    );
+
+    let add = invocation(Command::Add, "cid-x", &netns, "net1");
+    let err = f.sriov.add(&add, "net1", &f.conf("0000:99:00.0", json!({}))).unwrap_err();
+    assert!(err.msg.contains("no PCI device 0000:99:00.0"), "{err:?}");
+    let pf: PciAddress = "0000:20:00.1".parse().unwrap();
+    let err = f.sriov.add(&add, "net1", &f.conf(&pf.to_string(), json!({}))).unwrap_err();
+    assert!(err.msg.contains("physfn"), "a PF is not a VF: {err:?}");
+}
