@@ -3,7 +3,9 @@
 
 use serde_json::Value;
 
-use crate::delegate::{Delegator, Registry};
+use std::sync::Arc;
+
+use crate::delegate::{Delegator, InProcessPlugin, Registry};
 use crate::meta::{self, MetaPlugin};
 use crate::multus::cluster::Cluster;
 use crate::multus::config::MetaConfig;
@@ -35,6 +37,65 @@ pub struct Context<'a> {
 impl std::fmt::Debug for Context<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context").field("registry", &self.registry).finish()
+    }
+}
+
+/// The delegates built into Plexus: `sriov`.
+pub fn builtin_registry() -> Registry {
+    let mut registry = Registry::default();
+    registry.register("sriov", Arc::new(SriovFromEnv));
+    registry
+}
+
+/// The `sriov` delegate of the node `PLEXUS_SYSFS_ROOT` names, made per call: the variable is
+/// read where the call runs.
+struct SriovFromEnv;
+
+impl InProcessPlugin for SriovFromEnv {
+    fn call(
+        &self,
+        command: Command,
+        invocation: &Invocation,
+        ifname: &str,
+        config: &Value,
+    ) -> Result<Option<Value>, CniError> {
+        crate::sriov::Sriov::from_env()?.call(command, invocation, ifname, config)
+    }
+}
+
+/// The built-in delegate a binary named `name` is (the `plexus` binary installed, or linked,
+/// as `sriov` is the SR-IOV plugin by itself, for plain Multus).
+pub fn builtin_named(name: &str) -> Option<Arc<dyn InProcessPlugin>> {
+    match name {
+        "sriov" => Some(Arc::new(SriovFromEnv)),
+        _ => None,
+    }
+}
+
+/// Runs one call of a built-in delegate as a standalone CNI plugin.
+pub fn run_plugin(
+    env: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+    plugin: &dyn InProcessPlugin,
+) -> Outcome {
+    let call = || -> Result<Option<Value>, CniError> {
+        let invocation = Invocation::from_env(env)?;
+        match invocation.command {
+            Command::Version => return Ok(Some(meta::version_info())),
+            // Nothing to report or collect beyond what DEL restores.
+            Command::Status | Command::Gc => return Ok(None),
+            _ => {}
+        }
+        let config: Value = serde_json::from_slice(stdin).map_err(|e| {
+            CniError::new(ErrorCode::Decode, "the network config is not valid JSON")
+                .with_details(e.to_string())
+        })?;
+        plugin.call(invocation.command, &invocation, &invocation.ifname, &config)
+    };
+    match call() {
+        Ok(Some(value)) => Outcome { stdout: value.to_string(), code: 0 },
+        Ok(None) => Outcome { stdout: String::new(), code: 0 },
+        Err(err) => Outcome { stdout: err.to_json(&error_version(stdin)), code: 1 },
     }
 }
 

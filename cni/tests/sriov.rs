@@ -339,3 +339,86 @@ fn del_of_a_vf_that_vanished_forgets_it_and_bad_devices_are_named() {
     let err = f.sriov.add(&add, "net1", &f.conf(&pf.to_string(), json!({}))).unwrap_err();
     assert!(err.msg.contains("physfn"), "a PF is not a VF: {err:?}");
 }
+
+/// Runs the `plexus` binary (as `program`, a path to it or to a link to it) with the CNI
+/// environment and the simulated node's sysfs root; returns (exit code, stdout as JSON).
+fn binary(f: &Fixture, program: &std::path::Path, vars: &[(&str, &str)], stdin: &Value) -> (i32, Value) {
+    use std::io::Write;
+    let mut child = Process::new(program)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("PLEXUS_SYSFS_ROOT", f.node.root())
+        .env("CNI_PATH", "/usr/lib/cni")
+        .envs(vars.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&serde_json::to_vec(stdin).unwrap()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap(), value)
+}
+
+#[test]
+fn the_plexus_binary_runs_sriov_in_process_and_as_a_standalone_plugin() {
+    let mut f = Fixture::new("bin");
+    let pod = f.pod();
+    let netns = pod.path().display().to_string();
+    let plexus = PathBuf::from(env!("CARGO_BIN_EXE_plexus"));
+    let conf_dir = f.dir.path().join("net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let sriov_conf = f.conf(
+        VF1,
+        json!({"vlan": 44, "ipam": {"type": "static", "addresses": [{"address": "10.44.0.2/24", "gateway": "10.44.0.1"}],
+                                    "routes": [{"dst": "0.0.0.0/0"}]}}),
+    );
+    std::fs::write(conf_dir.join("10-sriov.conf"), serde_json::to_vec(&sriov_conf).unwrap()).unwrap();
+    let meta = json!({"cniVersion": "1.0.0", "name": "plexus-net", "type": "plexus", "confDir": conf_dir,
+                      "cniDir": f.dir.path().join("cache"), "clusterNetwork": "sriov-net"});
+    let vars = |command: &'static str| {
+        [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", "cid-bin"),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_IFNAME", "eth0"),
+        ]
+    };
+    // The meta-plugin, with sriov as the cluster network: called in-process, no sriov binary.
+    let (code, result) = binary(&f, &plexus, &vars("ADD"), &meta);
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["interfaces"][0]["name"], "eth0");
+    assert_eq!(result["ips"][0]["address"], "10.44.0.2/24");
+    assert_eq!(f.vf_state("ens1f0", 1).vlan, 44);
+    assert!(link(ns_name(&pod), "eth0").is_some_and(|(_, _, up)| up));
+    let (code, out) = binary(&f, &plexus, &vars("CHECK"), &meta);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = binary(&f, &plexus, &vars("DEL"), &meta);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(f.vf_state("ens1f0", 1).vlan, 0);
+    assert!(link(f.sim_netns(), "ens1f0v1").is_some());
+
+    // The same binary linked as `sriov`: the plugin by itself, as plain Multus calls it.
+    let link_path = f.dir.path().join("sriov");
+    std::os::unix::fs::symlink(&plexus, &link_path).unwrap();
+    let standalone = |command: &'static str| {
+        [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", "cid-alone"),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_IFNAME", "net1"),
+        ]
+    };
+    let (code, result) = binary(&f, &link_path, &standalone("ADD"), &sriov_conf);
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["interfaces"][0]["name"], "net1");
+    assert!(link(ns_name(&pod), "net1").is_some());
+    let (code, error) = binary(&f, &link_path, &standalone("ADD"), &sriov_conf);
+    assert_eq!((code, error["code"].as_u64()), (1, Some(100)), "{error}");
+    assert!(error["msg"].as_str().unwrap().contains("already attached"), "{error}");
+    let (code, _) = binary(&f, &link_path, &standalone("DEL"), &sriov_conf);
+    assert_eq!(code, 0);
+    assert!(link(f.sim_netns(), "ens1f0v1").is_some());
+    let (code, version) = binary(&f, &link_path, &standalone("VERSION"), &json!({}));
+    assert_eq!((code, version["cniVersion"].as_str()), (0, Some("1.1.0")));
+}

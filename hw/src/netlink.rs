@@ -567,10 +567,18 @@ mod tests {
         nl_host.add_veth(&vf, &peer, None).await.unwrap();
         let before = nl_host.link(&vf).await.unwrap().unwrap();
         assert!(!before.up);
+        let representor = nl_host.link(&peer).await.unwrap().unwrap();
+        assert_eq!((representor.peer, representor.peer_netnsid), (Some(before.index), None));
+        nl_host.add_alt_name(before.index, "enp32s0f0v3").await.unwrap();
+        assert_eq!(nl_host.link(&vf).await.unwrap().unwrap().alt_names, ["enp32s0f0v3"]);
+        nl_host.del_alt_name(before.index, "enp32s0f0v3").await.unwrap();
+        assert!(nl_host.link_by_index(before.index).await.unwrap().unwrap().alt_names.is_empty());
 
         nl_host.move_to(before.index, &pod, Some(&net1)).await.unwrap();
         assert_eq!(nl_host.link(&vf).await.unwrap(), None, "gone from the host namespace");
         let moved = nl_pod.link(&net1).await.unwrap().expect("in the pod, under its new name");
+        let representor = nl_host.link(&peer).await.unwrap().unwrap();
+        assert!(representor.peer_netnsid.is_some(), "the peer is in another namespace now");
         let mac: MacAddr = "02:aa:bb:cc:dd:01".parse().unwrap();
         nl_pod.configure(moved.index, Some(mac), Some(1400), true).await.unwrap();
         let configured = nl_pod.link(&net1).await.unwrap().unwrap();

@@ -332,3 +332,23 @@ fn fingerprint_changes_with_vf_count_and_pf_link_state_only() {
     assert!(found.pfs[0].vfs[3].is_dpdk(), "the VF layout is the one built");
     assert!(node.set_num_vfs(0, 5).is_err());
 }
+
+#[test]
+fn locate_vf_reads_one_vf_without_a_discovery() {
+    let spec = SimSpec { pfs: 2, numa_nodes: 1, vfs_per_pf: 10, vfio_vfs_per_pf: 2, cpus_per_node: 2 };
+    let (_scratch, node) = sim(spec);
+    let root = SysfsRoot::new(node.root());
+    let found = discover(&root).unwrap();
+    for (pf, vf) in found.vfs() {
+        let located = plexus_hw::discover::locate_vf(&root, vf.function.address).unwrap().unwrap();
+        assert_eq!(located.pf, pf.function.address);
+        assert_eq!(located.pf_netdev.as_ref().map(|n| n.as_str()), pf.function.netdev_name());
+        assert_eq!(located.index, vf.index, "virtfn10 is not virtfn1");
+        assert_eq!(located.driver, vf.function.driver);
+        assert_eq!(located.netdev.as_ref().map(|n| n.as_str()), vf.function.netdev_name());
+        assert_eq!(located.is_dpdk(), vf.is_dpdk());
+    }
+    assert_eq!(plexus_hw::discover::locate_vf(&root, addr("0000:99:00.0")).unwrap(), None);
+    let err = plexus_hw::discover::locate_vf(&root, addr("0000:20:00.0")).unwrap_err();
+    assert!(err.to_string().contains("0000:20:00.0/physfn"), "a PF is not a VF: {err}");
+}

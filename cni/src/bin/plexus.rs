@@ -1,4 +1,6 @@
 //! `plexus`: the CNI meta-plugin the container runtime calls (config `"type": "plexus"`).
+//! Installed (or linked) under the name of a built-in delegate, such as `sriov`, it is that
+//! delegate alone, for plain Multus.
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -19,9 +21,20 @@ fn main() -> ExitCode {
     let mut stdin = Vec::new();
     // A failed read leaves stdin empty, which the call reports as an unparsable config.
     let _ = std::io::stdin().read_to_end(&mut stdin);
-    entry::init_logging(&stdin);
-    let context = Context { registry: Default::default(), routes: &NetlinkRoutes, cluster: &kube };
-    let outcome = entry::run(|name| std::env::var(name).ok(), &stdin, &context);
+    let called_as = std::env::args_os()
+        .next()
+        .and_then(|arg0| std::path::Path::new(&arg0).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let env = |name: &str| std::env::var(name).ok();
+    let outcome = match entry::builtin_named(&called_as) {
+        Some(plugin) => entry::run_plugin(env, &stdin, &*plugin),
+        None => {
+            entry::init_logging(&stdin);
+            let context =
+                Context { registry: entry::builtin_registry(), routes: &NetlinkRoutes, cluster: &kube };
+            entry::run(env, &stdin, &context)
+        }
+    };
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(outcome.stdout.as_bytes());
     let _ = stdout.flush();
