@@ -1,7 +1,9 @@
 //! `plexus-agent`: the Plexus node agent and its tools.
 
+mod cni_server;
 mod discover;
 mod logging;
+mod metrics;
 mod pools;
 mod run;
 mod sim;
@@ -43,6 +45,18 @@ enum Command {
     Pools {
         #[command(flatten)]
         pools: PoolsArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Show the slowest recent CNI calls of the running agent, phase by phase.
+    Trace {
+        /// The agent's CNI socket directory.
+        #[arg(long, default_value = plexus_cni::forward::DEFAULT_SOCKET_DIR)]
+        socket_dir: PathBuf,
+        /// How many calls.
+        #[arg(long, default_value_t = 10)]
+        count: usize,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
@@ -96,6 +110,23 @@ enum Output {
     Json,
 }
 
+/// `trace`: each call with its total, then its phases.
+fn trace(socket_dir: &std::path::Path, count: usize, output: Output) -> anyhow::Result<()> {
+    let calls = cni_server::trace(socket_dir, count)?;
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&calls)?);
+        return Ok(());
+    }
+    let ms = |s: f64| format!("{:.2} ms", s * 1000.0);
+    for call in calls {
+        println!("{} {} {} ({})", ms(call.total), call.command, call.container_id, call.outcome);
+        for (phase, seconds) in &call.phases {
+            println!("    {:>10}  {phase}", ms(*seconds));
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = logging::init(cli.log_level.as_deref()) {
@@ -108,6 +139,7 @@ fn main() -> ExitCode {
         Command::Pools { pools: args, output } => {
             args.load().and_then(|config| pools::run(&config, &args.sysfs_root, &args.route_file, output))
         }
+        Command::Trace { socket_dir, count, output } => trace(&socket_dir, count, output),
         Command::Sim(SimCommand::Up(args)) => sim::up(&args),
         Command::Sim(SimCommand::Down { root }) => sim::down(&root),
     };

@@ -1,7 +1,10 @@
-//! `plexus-agent run`: the node agent in the foreground. For now it serves the device plugin;
-//! the CNI side and the Kubernetes watches join it later.
+//! `plexus-agent run`: the node agent in the foreground. It serves the device plugin for the
+//! configured pools and the CNI socket the `plexus` binary forwards to, and exports setup
+//! latency on `--metrics-addr`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,6 +12,10 @@ use plexus_device_plugin::config::PoolConfig;
 use plexus_device_plugin::plugin::{self, PluginOptions};
 use plexus_hw::SysfsRoot;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::cni_server::{self, CniService};
+use crate::metrics::Metrics;
 
 /// Where things are.
 #[derive(Debug, clap::Args)]
@@ -24,29 +31,58 @@ pub struct RunArgs {
     /// How often the node and the kubelet are checked, in milliseconds.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=10_000))]
     pub poll_interval_ms: u64,
+    /// The directory of the CNI socket the `plexus` binary forwards calls to (the meta-plugin
+    /// config's `daemonSocketDir`).
+    #[arg(long, default_value = plexus_cni::forward::DEFAULT_SOCKET_DIR)]
+    pub socket_dir: PathBuf,
+    /// At most this many CNI calls run at once; the others wait their turn.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_parallel_cni: u64,
+    /// Serve Prometheus metrics (GET /metrics) on this address.
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Runs until SIGTERM or SIGINT, then cleans up and returns.
 pub fn run(args: &RunArgs, config: PoolConfig) -> anyhow::Result<()> {
-    let mut options = PluginOptions::new(SysfsRoot::new(&args.pools.sysfs_root));
+    let sysfs = SysfsRoot::new(&args.pools.sysfs_root);
+    let mut options = PluginOptions::new(sysfs.clone());
     options.kubelet_dir = args.kubelet_dir.clone();
     options.devinfo_dir = args.devinfo_dir.clone();
     options.route_file = args.pools.route_file.clone();
     options.poll_interval = Duration::from_millis(args.poll_interval_ms);
+    let registry = plexus_cni::entry::builtin_registry_for(&sysfs).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let metrics = Arc::new(Metrics::default());
+    let service = Arc::new(CniService::new(registry, None, args.max_parallel_cni as usize, metrics.clone()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
+        let listener = cni_server::bind(&args.socket_dir)?;
+        if let Some(addr) = args.metrics_addr {
+            let metrics_listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics on {addr}"))?;
+            tokio::spawn(crate::metrics::serve(metrics_listener, metrics.clone()));
+        }
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let stop = async move {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: stopping"),
                 _ = int.recv() => tracing::info!("SIGINT: stopping"),
             }
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
         };
-        plugin::run(config, options, stop).await.context("device plugin")
+        tracing::info!("serving CNI on {}", cni_server::socket_path(&args.socket_dir).display());
+        let cni = cni_server::serve(listener, service, stopped(stop_rx.clone()));
+        let (device_plugin, ()) = tokio::join!(plugin::run(config, options, stopped(stop_rx)), cni);
+        device_plugin.context("device plugin")
     })
 }

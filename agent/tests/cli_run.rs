@@ -108,6 +108,8 @@ async fn run_registers_serves_and_cleans_up_on_sigterm() {
         .arg(&kubelet_dir)
         .arg("--devinfo-dir")
         .arg(&devinfo_dir)
+        .arg("--socket-dir")
+        .arg(scratch.path().join("run"))
         .args(["--route-file", "/dev/null"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -47,6 +47,16 @@ pub fn builtin_registry() -> Registry {
     registry
 }
 
+/// The delegates built into Plexus, on the node whose sysfs is at `sysfs` (the agent's view
+/// of the node, rather than the environment's).
+pub fn builtin_registry_for(sysfs: &plexus_hw::SysfsRoot) -> Result<Registry, CniError> {
+    let control = plexus_hw::vf::control_for(sysfs)
+        .map_err(|e| CniError::new(ErrorCode::Plugin, format!("sriov: {e}")))?;
+    let mut registry = Registry::default();
+    registry.register("sriov", Arc::new(crate::sriov::Sriov::new(sysfs.clone(), control)));
+    Ok(registry)
+}
+
 /// The `sriov` delegate of the node `PLEXUS_SYSFS_ROOT` names, made per call: the variable is
 /// read where the call runs.
 struct SriovFromEnv;
@@ -100,7 +110,7 @@ pub fn run_plugin(
 }
 
 /// The cniVersion to answer an error with: the config's if it says one, else the newest.
-fn error_version(stdin: &[u8]) -> String {
+pub fn error_version(stdin: &[u8]) -> String {
     serde_json::from_slice::<Value>(stdin)
         .ok()
         .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(str::to_owned))

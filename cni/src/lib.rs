@@ -9,13 +9,17 @@
 //!   `host-local` in-process.
 //! - [`sriov`]: the built-in `sriov` delegate.
 //! - [`files`]: atomic writes and lock files.
+//! - [`forward`]: the binary's way to the agent.
+//! - [`phases`]: the time each phase of a call took.
 
 pub mod delegate;
 pub mod entry;
 pub mod files;
+pub mod forward;
 pub mod ipam;
 pub mod meta;
 pub mod multus;
+pub mod phases;
 pub mod routes;
 pub mod spec;
 pub mod sriov;

@@ -321,17 +321,21 @@ impl MetaPlugin<'_> {
 
     /// ADD, waiting at most `wait` for the readiness indicator file.
     pub fn add_with_readiness_wait(&self, wait: Duration) -> Result<Value, CniError> {
+        use crate::phases::timed;
         self.wait_for_readiness(wait)?;
-        let pod = self.pod()?;
-        let plan = self.plan(pod.as_ref())?;
+        let pod = timed("pod", || self.pod())?;
+        let plan = timed("networks", || self.plan(pod.as_ref()))?;
         let mut entry = self.entry_of(&plan);
         // Saved before the first delegate runs: whatever happens next, DEL knows what to undo.
-        cache::save(&self.config.cni_dir, &entry, Durability::Synced)?;
+        timed("cache", || cache::save(&self.config.cni_dir, &entry, Durability::Synced))?;
 
         let invocation = self.invocation_for(Command::Add, &self.invocation.netns);
         for (i, att) in plan.iter().enumerate() {
             let config = effective_config(&att.found.config, &att.injected);
-            match self.delegator.add(&config, &invocation, &att.ifname, &att.runtime_config) {
+            let added = timed(format!("delegate {}", att.name), || {
+                self.delegator.add(&config, &invocation, &att.ifname, &att.runtime_config)
+            });
+            match added {
                 Ok(result) => {
                     entry.attachments[i].result = Some(result);
                     cache::save(&self.config.cni_dir, &entry, Durability::Unsynced)?;
@@ -342,14 +346,14 @@ impl MetaPlugin<'_> {
                 }
             }
         }
-        if let Err(err) = self.apply_default_route(&plan) {
+        if let Err(err) = timed("default-route", || self.apply_default_route(&plan)) {
             self.roll_back(&entry, plan.len() - 1);
             return Err(err);
         }
 
         let statuses = self.statuses(&plan, &entry)?;
         if let (Some(cluster), Some(pod)) = (self.cluster, &pod) {
-            cluster.set_network_status(pod, &statuses)?;
+            timed("status", || cluster.set_network_status(pod, &statuses))?;
             for status in &statuses {
                 let message = format!(
                     "Add {} [{}] from {}",
@@ -471,12 +475,13 @@ impl MetaPlugin<'_> {
         let mut errors = Vec::new();
         for att in entry.attachments.iter().rev() {
             match cached_config(att) {
-                Ok(config) => errors.extend(
+                Ok(config) => errors.extend(crate::phases::timed(format!("delegate {}", att.name), || {
                     self.delegator
                         .del(&config, &invocation, &att.ifname, &att.runtime_config, att.result.as_ref())
                         .into_iter()
-                        .map(|e| e.context(format!("network {}", att.name))),
-                ),
+                        .map(|e| e.context(format!("network {}", att.name)))
+                        .collect::<Vec<_>>()
+                })),
                 Err(err) => errors.push(err),
             }
         }

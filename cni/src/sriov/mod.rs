@@ -23,9 +23,22 @@ impl InProcessPlugin for Sriov {
         ifname: &str,
         config: &Value,
     ) -> Result<Option<Value>, CniError> {
+        let report = |phases: Phases| {
+            for (name, took) in phases.spans {
+                crate::phases::record(format!("sriov {name}"), took);
+            }
+        };
         match command {
-            Command::Add => self.add(invocation, ifname, config).map(Some),
-            Command::Del => self.del(invocation, ifname, config).map(|()| None),
+            Command::Add => {
+                let (result, phases) = self.add_timed(invocation, ifname, config);
+                report(phases);
+                result.map(Some)
+            }
+            Command::Del => {
+                let (result, phases) = self.del_timed(invocation, ifname, config);
+                report(phases);
+                result.map(|()| None)
+            }
             Command::Check => self.check(invocation, ifname, config).map(|()| None),
             other => Err(CniError::new(
                 ErrorCode::InvalidEnvironment,

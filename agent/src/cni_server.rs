@@ -1,0 +1,223 @@
+//! The agent's CNI socket: the `plexus` binary forwards each call here (see
+//! `plexus_cni::forward`) and the agent runs it with the same `entry::run` the binary would,
+//! with the built-in delegates in-process on the agent's view of the node.
+//!
+//! The socket is `<dir>/plexus.sock`, 0600 in a 0700 directory. Calls run on blocking threads,
+//! at most `max_parallel` at a time; the others wait holding only their request, so a burst of
+//! ADDs costs queueing, not memory. The socket file is left in place when the agent stops:
+//! a `plexus` binary finding it dead fails ADD at once and does DEL itself.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use plexus_cni::delegate::Registry;
+use plexus_cni::entry::{self, Context};
+use plexus_cni::forward::{MAX_MESSAGE, Request, Response, SOCKET_NAME};
+use plexus_cni::multus::cluster::{Cluster, Nad, NetworkStatus, Pod};
+use plexus_cni::multus::config::MetaConfig;
+use plexus_cni::routes::NetlinkRoutes;
+use plexus_cni::spec::CniError;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+
+use crate::metrics::{CallTrace, Metrics, seconds};
+
+/// Kubernetes as the agent sees it, shared by every call.
+pub type SharedCluster = Arc<dyn Cluster + Send + Sync>;
+
+/// A call to `trace` on the socket, instead of a CNI call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TraceRequest {
+    /// At most this many calls.
+    pub trace: usize,
+}
+
+/// What runs the calls.
+pub struct CniService {
+    registry: Registry,
+    cluster: Option<SharedCluster>,
+    permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for CniService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CniService").field("registry", &self.registry).finish()
+    }
+}
+
+/// One borrowed handle on the shared cluster, as the meta-plugin takes it.
+struct SharedRef(SharedCluster);
+
+impl Cluster for SharedRef {
+    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, CniError> {
+        self.0.pod(namespace, name)
+    }
+    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, CniError> {
+        self.0.nad(namespace, name)
+    }
+    fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), CniError> {
+        self.0.set_network_status(pod, status)
+    }
+    fn event(&self, pod: &Pod, reason: &str, message: &str, warning: bool) {
+        self.0.event(pod, reason, message, warning)
+    }
+}
+
+impl CniService {
+    /// Calls run with the delegates of `registry`, `cluster` when the agent has API access,
+    /// at most `max_parallel` at once.
+    pub fn new(
+        registry: Registry,
+        cluster: Option<SharedCluster>,
+        max_parallel: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self { registry, cluster, permits: Arc::new(Semaphore::new(max_parallel.max(1))), metrics }
+    }
+
+    /// Runs one call on this thread (a blocking one) and records it.
+    fn call(&self, request: &Request) -> Response {
+        let env: HashMap<&str, &str> = request.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let cluster = self.cluster.clone();
+        let factory = move |_: &MetaConfig| -> Result<Option<Box<dyn Cluster>>, CniError> {
+            Ok(cluster.clone().map(|c| Box::new(SharedRef(c)) as Box<dyn Cluster>))
+        };
+        let context = Context { registry: self.registry.clone(), routes: &NetlinkRoutes, cluster: &factory };
+        let start = Instant::now();
+        let (outcome, phases) = plexus_cni::phases::collect(|| {
+            entry::run(|k| env.get(k).map(|v| (*v).to_owned()), request.stdin.as_bytes(), &context)
+        });
+        let outcome_label = if outcome.code == 0 {
+            "ok".to_owned()
+        } else {
+            serde_json::from_str::<CniError>(&outcome.stdout)
+                .map_or_else(|_| "error".to_owned(), |e| e.code.to_string())
+        };
+        self.metrics.record(CallTrace {
+            command: env.get("CNI_COMMAND").copied().unwrap_or("?").to_owned(),
+            container_id: env.get("CNI_CONTAINERID").copied().unwrap_or("").to_owned(),
+            outcome: outcome_label,
+            total: seconds(start.elapsed()),
+            phases: phases.into_iter().map(|(name, took)| (name, seconds(took))).collect(),
+        });
+        Response { stdout: outcome.stdout, code: outcome.code }
+    }
+}
+
+/// Makes the socket directory (0700) and binds `<dir>/plexus.sock` (0600), replacing a socket
+/// left by an earlier agent.
+pub fn bind(dir: &Path) -> anyhow::Result<UnixListener> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private", dir.display()))?;
+    let path = dir.join(SOCKET_NAME);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing the old socket {}", path.display())),
+    }
+    let listener = std::os::unix::net::UnixListener::bind(&path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private", path.display()))?;
+    listener.set_nonblocking(true).context("making the socket non-blocking")?;
+    UnixListener::from_std(listener).context("registering the socket")
+}
+
+/// The socket path in `dir`.
+pub fn socket_path(dir: &Path) -> PathBuf {
+    dir.join(SOCKET_NAME)
+}
+
+/// Serves calls until `stop` completes; then waits for the calls under way.
+pub async fn serve(listener: UnixListener, service: Arc<CniService>, stop: impl Future<Output = ()>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tasks.spawn(handle(stream, service.clone()));
+                }
+                Err(e) => tracing::warn!("accepting a CNI connection: {e}"),
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            () = &mut stop => break,
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn handle(mut stream: UnixStream, service: Arc<CniService>) {
+    let mut body = Vec::new();
+    if let Err(e) = (&mut stream).take(MAX_MESSAGE).read_to_end(&mut body).await {
+        tracing::warn!("reading a CNI request: {e}");
+        return;
+    }
+    let answer = if let Ok(trace) = serde_json::from_slice::<TraceRequest>(&body) {
+        let calls: Vec<CallTrace> = service.metrics.slowest().into_iter().take(trace.trace).collect();
+        serde_json::to_vec(&calls)
+    } else {
+        let response = match serde_json::from_slice::<Request>(&body) {
+            Ok(request) => {
+                let Ok(permit) = service.permits.clone().acquire_owned().await else { return };
+                let service = service.clone();
+                match tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    service.call(&request)
+                })
+                .await
+                {
+                    Ok(response) => response,
+                    Err(e) => Response {
+                        stdout: CniError::new(
+                            plexus_cni::spec::ErrorCode::Plugin,
+                            format!("the agent's call failed: {e}"),
+                        )
+                        .to_json("1.1.0"),
+                        code: 1,
+                    },
+                }
+            }
+            Err(e) => Response {
+                stdout: CniError::new(
+                    plexus_cni::spec::ErrorCode::Decode,
+                    "a forwarded call the agent cannot read",
+                )
+                .with_details(e.to_string())
+                .to_json("1.1.0"),
+                code: 1,
+            },
+        };
+        serde_json::to_vec(&response)
+    };
+    match answer {
+        Ok(bytes) => {
+            if let Err(e) = stream.write_all(&bytes).await {
+                tracing::warn!("answering a CNI call: {e}");
+            }
+            let _ = stream.shutdown().await;
+        }
+        Err(e) => tracing::warn!("encoding an answer: {e}"),
+    }
+}
+
+/// Asks the agent whose socket is in `dir` for its slowest recent calls.
+pub fn trace(dir: &Path, count: usize) -> anyhow::Result<Vec<CallTrace>> {
+    use std::io::{Read, Write};
+    let path = socket_path(dir);
+    let mut stream = std::os::unix::net::UnixStream::connect(&path)
+        .with_context(|| format!("connecting to the agent at {}", path.display()))?;
+    stream.write_all(&serde_json::to_vec(&TraceRequest { trace: count })?)?;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut answer = Vec::new();
+    stream.take(MAX_MESSAGE).read_to_end(&mut answer)?;
+    serde_json::from_slice(&answer).context("reading the agent's answer")
+}
