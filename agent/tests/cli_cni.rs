@@ -223,3 +223,73 @@ async fn cni_calls_go_through_the_agent_and_survive_its_death() {
     agent.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(agent.wait().unwrap().success(), "{stderr}");
 }
+
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_64_concurrent_adds_is_queued_not_held_in_memory() {
+    let node = Node::new().await;
+    let _kubelet = KubeletStandIn::start(&node.scratch.path().join("kubelet")).await.unwrap();
+    // A network whose plugin does no kernel work (the reference static IPAM as the plugin),
+    // so the burst measures the agent, not the kernel.
+    let conf_dir = node.scratch.path().join("net.d");
+    let noop = json!({"cniVersion": "1.0.0", "name": "noop", "type": "static",
+                      "ipam": {"type": "static", "addresses": [{"address": "10.30.0.2/24"}]}});
+    std::fs::write(conf_dir.join("20-noop.conf"), noop.to_string()).unwrap();
+    let mut meta = node.meta();
+    meta["clusterNetwork"] = json!("noop");
+    let mut agent = node.agent(&free_port());
+    let socket = node.socket_dir().join("plexus.sock");
+    wait_for("the agent's socket", || socket.exists());
+    let pid = agent.id();
+    let burst = |round: usize| {
+        let threads: Vec<_> = (0..64)
+            .map(|i| {
+                let meta = meta.to_string();
+                std::thread::spawn(move || {
+                    let mut child = Command::new(plexus_binary())
+                        .env_clear()
+                        .env("CNI_COMMAND", "ADD")
+                        .env("CNI_CONTAINERID", format!("burst-{round}-{i}"))
+                        .env("CNI_NETNS", "/proc/self/ns/net")
+                        .env("CNI_IFNAME", "eth0")
+                        .env("CNI_PATH", "/usr/lib/cni")
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .spawn()
+                        .unwrap();
+                    child.stdin.take().unwrap().write_all(meta.as_bytes()).unwrap();
+                    child.wait_with_output().unwrap().status.success()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).filter(|ok| *ok).count()
+    };
+    let before = peak_rss_kb(pid);
+    let first = tokio::task::block_in_place(|| burst(0));
+    let after_first = peak_rss_kb(pid);
+    let second = tokio::task::block_in_place(|| burst(1));
+    let after_second = peak_rss_kb(pid);
+    assert_eq!((first, second), (64, 64), "every ADD of both bursts succeeds");
+    eprintln!(
+        "agent peak RSS: {before} kB at start, {after_first} kB after a burst of 64, {after_second} kB after another"
+    );
+    assert!(after_first - before < 32 * 1024, "{before} kB -> {after_first} kB");
+    assert!(
+        after_second - after_first < 4 * 1024,
+        "a second burst must not grow the peak: {after_first} -> {after_second} kB"
+    );
+    let trace = Command::new(env!("CARGO_BIN_EXE_plexus-agent"))
+        .args(["trace", "--count", "3", "--socket-dir"])
+        .arg(node.socket_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(trace.stdout).unwrap();
+    assert_eq!(text.lines().filter(|l| l.contains(" ADD burst-")).count(), 3, "{text}");
+    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(agent.wait().unwrap().success());
+}
