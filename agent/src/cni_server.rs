@@ -19,6 +19,8 @@ use plexus_cni::entry::{self, Context};
 use plexus_cni::forward::{MAX_MESSAGE, Request, Response, SOCKET_NAME};
 use plexus_cni::multus::cluster::{Cluster, Nad, NetworkStatus, Pod};
 use plexus_cni::multus::config::MetaConfig;
+use plexus_cni::multus::devices::Devices;
+use plexus_cni::multus::kube::KubeCluster;
 use plexus_cni::routes::NetlinkRoutes;
 use plexus_cni::spec::CniError;
 use serde::{Deserialize, Serialize};
@@ -42,6 +44,7 @@ pub struct TraceRequest {
 pub struct CniService {
     registry: Registry,
     cluster: Option<SharedCluster>,
+    devices: Option<Arc<dyn Devices>>,
     permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
@@ -76,20 +79,31 @@ impl CniService {
     pub fn new(
         registry: Registry,
         cluster: Option<SharedCluster>,
+        devices: Option<Arc<dyn Devices>>,
         max_parallel: usize,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { registry, cluster, permits: Arc::new(Semaphore::new(max_parallel.max(1))), metrics }
+        Self { registry, cluster, devices, permits: Arc::new(Semaphore::new(max_parallel.max(1))), metrics }
     }
 
     /// Runs one call on this thread (a blocking one) and records it.
     fn call(&self, request: &Request) -> Response {
         let env: HashMap<&str, &str> = request.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let cluster = self.cluster.clone();
-        let factory = move |_: &MetaConfig| -> Result<Option<Box<dyn Cluster>>, CniError> {
-            Ok(cluster.clone().map(|c| Box::new(SharedRef(c)) as Box<dyn Cluster>))
+        // The agent's watch cache when it has one; else what the config says (a kubeconfig,
+        // or in-cluster), as the binary would do.
+        let factory = move |config: &MetaConfig| -> Result<Option<Box<dyn Cluster>>, CniError> {
+            match cluster.clone() {
+                Some(shared) => Ok(Some(Box::new(SharedRef(shared)) as Box<dyn Cluster>)),
+                None => Ok(KubeCluster::from_config(config)?.map(|c| Box::new(c) as Box<dyn Cluster>)),
+            }
         };
-        let context = Context { registry: self.registry.clone(), routes: &NetlinkRoutes, cluster: &factory };
+        let context = Context {
+            registry: self.registry.clone(),
+            routes: &NetlinkRoutes,
+            cluster: &factory,
+            devices: self.devices.as_deref(),
+        };
         let start = Instant::now();
         let (outcome, phases) = plexus_cni::phases::collect(|| {
             entry::run(|k| env.get(k).map(|v| (*v).to_owned()), request.stdin.as_bytes(), &context)

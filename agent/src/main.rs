@@ -1,6 +1,7 @@
 //! `plexus-agent`: the Plexus node agent and its tools.
 
 mod cni_server;
+mod devices;
 mod discover;
 mod logging;
 mod metrics;

@@ -53,12 +53,20 @@ pub fn run(args: &RunArgs, config: PoolConfig) -> anyhow::Result<()> {
     options.poll_interval = Duration::from_millis(args.poll_interval_ms);
     let registry = plexus_cni::entry::builtin_registry_for(&sysfs).map_err(|e| anyhow::anyhow!("{e}"))?;
     let metrics = Arc::new(Metrics::default());
-    let service = Arc::new(CniService::new(registry, None, args.max_parallel_cni as usize, metrics.clone()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    let devices =
+        crate::devices::KubeletDevices::new(&args.kubelet_dir, &args.devinfo_dir, runtime.handle().clone());
+    let service = Arc::new(CniService::new(
+        registry,
+        None,
+        Some(Arc::new(devices)),
+        args.max_parallel_cni as usize,
+        metrics.clone(),
+    ));
     runtime.block_on(async {
         let listener = cni_server::bind(&args.socket_dir)?;
         if let Some(addr) = args.metrics_addr {

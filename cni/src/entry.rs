@@ -32,6 +32,9 @@ pub struct Context<'a> {
     pub routes: &'a dyn PodRoutes,
     /// Makes the Kubernetes client for the config, `None` for static delegates only.
     pub cluster: ClusterFactory<'a>,
+    /// The pod's allocated devices (PodResources in the agent, the kubelet checkpoint in the
+    /// binary), `None` to inject no device IDs.
+    pub devices: Option<&'a dyn crate::multus::devices::Devices>,
 }
 
 impl std::fmt::Debug for Context<'_> {
@@ -151,6 +154,7 @@ fn call(
         cluster: cluster.as_deref(),
         delegator,
         routes: context.routes,
+        devices: context.devices,
     };
     match invocation.command {
         Command::Add => plugin.add().map(Some),

@@ -2,7 +2,7 @@
 //! secondary network the pod asks for, DEL removes them all (from the cache alone if need be),
 //! CHECK checks each, STATUS and GC as CNI 1.1 has them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,8 +12,9 @@ use serde_json::{Map, Value, json};
 
 use crate::delegate::Delegator;
 use crate::multus::cache::{self, CacheEntry, CachedAttachment, Durability};
-use crate::multus::cluster::{Cluster, NetworkStatus, Pod};
+use crate::multus::cluster::{Cluster, NetworkStatus, Pod, RESOURCE_NAME_ANNOTATION};
 use crate::multus::config::MetaConfig;
+use crate::multus::devices::{Devices, device_info_for_cni, forget_device_info};
 use crate::multus::resolve::{self, Found};
 use crate::multus::selection::{self, DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, NetworkSelection};
 use crate::routes::PodRoutes;
@@ -39,6 +40,8 @@ pub struct Attachment {
     pub runtime_config: Map<String, Value>,
     /// Keys set in every plugin of the config.
     pub injected: Map<String, Value>,
+    /// The device plugin resource and the pod's device of it this attachment took.
+    pub device: Option<(String, String)>,
 }
 
 /// The pod's identity from CNI_ARGS (K8S_POD_NAMESPACE, K8S_POD_NAME, K8S_POD_UID).
@@ -89,6 +92,8 @@ pub struct MetaPlugin<'a> {
     pub delegator: Delegator,
     /// Route changes in the pod's namespace.
     pub routes: &'a dyn PodRoutes,
+    /// The pod's allocated devices, for NADs naming a resource.
+    pub devices: Option<&'a dyn Devices>,
 }
 
 impl std::fmt::Debug for MetaPlugin<'_> {
@@ -108,7 +113,11 @@ impl MetaPlugin<'_> {
     /// A cluster or default network named by `clusterNetwork` / `defaultNetworks` (or the
     /// default-network annotation): a NAD in `namespace` when the API is there, else a conf
     /// by name, a directory or a file.
-    fn reference(&self, reference: &str, namespace: &str) -> Result<(String, Found), CniError> {
+    fn reference(
+        &self,
+        reference: &str,
+        namespace: &str,
+    ) -> Result<(String, Found, Option<String>), CniError> {
         let (ns, name) = match reference.split_once('/') {
             Some((ns, name)) if selection::is_dns1123_label(ns) && selection::is_dns1123_subdomain(name) => {
                 (ns, name)
@@ -120,11 +129,12 @@ impl MetaPlugin<'_> {
             && let Some(nad) = cluster.nad(ns, name)?
         {
             let found = resolve::nad_config(&nad.namespace, &nad.name, &nad.config, &self.config.conf_dir)?;
-            return Ok((format!("{}/{}", nad.namespace, nad.name), found));
+            let resource = nad.annotations.get(RESOURCE_NAME_ANNOTATION).cloned();
+            return Ok((format!("{}/{}", nad.namespace, nad.name), found, resource));
         }
         let found = resolve::static_network(reference, &self.config.conf_dir)?;
         let name = found.config.name().unwrap_or(reference).to_owned();
-        Ok((name, found))
+        Ok((name, found, None))
     }
 
     /// Every network to attach, in order, with interface names; nothing is created yet.
@@ -142,10 +152,10 @@ impl MetaPlugin<'_> {
             }
             let element = elements.remove(0);
             let ns = element.namespace.clone().unwrap_or_else(|| self.config.multus_namespace.clone());
-            let (name, found) = self.reference(&format!("{ns}/{}", element.name), &ns)?;
+            let (name, found, _) = self.reference(&format!("{ns}/{}", element.name), &ns)?;
             (name, found, Some(element))
         } else if let Some(reference) = &self.config.cluster_network {
-            let (name, found) = self.reference(reference, &self.config.multus_namespace)?;
+            let (name, found, _) = self.reference(reference, &self.config.multus_namespace)?;
             (name, found, None)
         } else {
             let config = self
@@ -166,10 +176,11 @@ impl MetaPlugin<'_> {
             selection,
             runtime_config: self.config.runtime_config.clone(),
             injected: Map::new(),
+            device: None,
         });
 
         let pod_namespace = pod.map(|p| p.namespace.as_str());
-        let mut secondaries: Vec<(String, Found, Option<NetworkSelection>)> = Vec::new();
+        let mut secondaries: Vec<(String, Found, Option<NetworkSelection>, Option<String>)> = Vec::new();
         // The rest of the oldest format's delegates.
         if self.config.cluster_network.is_none() {
             for (i, config) in self.config.delegates.iter().enumerate() {
@@ -179,6 +190,7 @@ impl MetaPlugin<'_> {
                         name,
                         Found { config: config.clone(), text: config.to_value().to_string() },
                         None,
+                        None,
                     ));
                 }
             }
@@ -187,8 +199,8 @@ impl MetaPlugin<'_> {
         let system = pod_namespace.is_some_and(|ns| self.config.system_namespaces.iter().any(|s| s == ns));
         if !system {
             for reference in &self.config.default_networks {
-                let (name, found) = self.reference(reference, &self.config.multus_namespace)?;
-                secondaries.push((name, found, None));
+                let (name, found, resource) = self.reference(reference, &self.config.multus_namespace)?;
+                secondaries.push((name, found, None, resource));
             }
         }
         // The pod's selection.
@@ -217,11 +229,14 @@ impl MetaPlugin<'_> {
                 };
                 let found =
                     resolve::nad_config(&nad.namespace, &nad.name, &nad.config, &self.config.conf_dir)?;
-                secondaries.push((format!("{ns}/{}", element.name), found, Some(element)));
+                let resource = nad.annotations.get(RESOURCE_NAME_ANNOTATION).cloned();
+                secondaries.push((format!("{ns}/{}", element.name), found, Some(element), resource));
             }
         }
 
-        for (position, (name, found, selection)) in secondaries.into_iter().enumerate() {
+        // Each attachment of a resource takes the pod's next device of it, in sorted order.
+        let mut taken: BTreeMap<String, (Vec<String>, usize)> = BTreeMap::new();
+        for (position, (name, found, selection, resource)) in secondaries.into_iter().enumerate() {
             let ifname = selection
                 .as_ref()
                 .and_then(|s| s.interface.clone())
@@ -248,6 +263,29 @@ impl MetaPlugin<'_> {
                     injected.insert("args".into(), json!({ "cni": args }));
                 }
             }
+            let chosen = selection.as_ref().and_then(|s| s.device_id.clone());
+            let mut device = None;
+            if let (None, Some(resource), Some(devices), Some(pod)) = (chosen, &resource, self.devices, pod) {
+                if !taken.contains_key(resource) {
+                    let ids = crate::phases::timed("devices", || devices.allocated(pod, resource))?;
+                    taken.insert(resource.clone(), (ids, 0));
+                }
+                let (ids, next) =
+                    taken.get_mut(resource).ok_or_else(|| Self::invalid("device bookkeeping"))?;
+                let id = ids.get(*next).cloned().ok_or_else(|| {
+                    Self::invalid(format!(
+                        "network {name} needs a device of resource {resource}, but pod {}/{} was allocated {} of it (one per attachment; request more in the pod's resources)",
+                        pod.namespace,
+                        pod.name,
+                        ids.len()
+                    ))
+                })?;
+                *next += 1;
+                runtime_config.insert("deviceID".into(), json!(id));
+                injected.insert("deviceID".into(), json!(id));
+                injected.insert("pciBusID".into(), json!(id));
+                device = Some((resource.clone(), id));
+            }
             plan.push(Attachment {
                 name,
                 ifname,
@@ -256,6 +294,7 @@ impl MetaPlugin<'_> {
                 selection,
                 runtime_config,
                 injected,
+                device,
             });
         }
 
@@ -441,7 +480,16 @@ impl MetaPlugin<'_> {
                 default: att.cluster_network,
                 dns: result.dns.clone(),
                 gateway,
-                device_info: None,
+                device_info: match (&att.device, self.devices) {
+                    (Some((resource, id)), Some(devices)) => device_info_for_cni(
+                        devices.devinfo_dir(),
+                        resource,
+                        id,
+                        &self.invocation.container_id,
+                        &att.ifname,
+                    ),
+                    _ => None,
+                },
             });
         }
         Ok(statuses)
@@ -484,6 +532,9 @@ impl MetaPlugin<'_> {
                 })),
                 Err(err) => errors.push(err),
             }
+        }
+        if let Some(devices) = self.devices {
+            forget_device_info(devices.devinfo_dir(), &entry.container_id);
         }
         if errors.is_empty() || !self.config.retry_delete_on_error {
             cache::remove(&self.config.cni_dir, &entry.container_id)?;
@@ -619,6 +670,7 @@ impl MetaPlugin<'_> {
                 cluster: None,
                 delegator: self.delegator.clone(),
                 routes: self.routes,
+                devices: self.devices,
             };
             if let Err(err) = stale.del() {
                 errors.push(err.context(format!("container {container_id}")));

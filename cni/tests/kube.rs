@@ -160,8 +160,12 @@ fn add_and_del_with_networks_from_the_api() {
                 let make = |_: &MetaConfig| -> Result<Option<Box<dyn Cluster>>, CniError> {
                     Ok(Some(Box::new(Shared(cluster.clone())) as Box<dyn Cluster>))
                 };
-                let context =
-                    Context { registry: Registry::default(), routes: &NetlinkRoutes, cluster: &make };
+                let context = Context {
+                    registry: Registry::default(),
+                    routes: &NetlinkRoutes,
+                    cluster: &make,
+                    devices: None,
+                };
                 entry::run(|k| env.get(k).cloned(), &meta, &context)
             })
             .unwrap()

@@ -3,6 +3,8 @@
 //! kernel with iproute2 or the simulator's store, independently of the code under test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command as Process;
@@ -421,4 +423,74 @@ fn the_plexus_binary_runs_sriov_in_process_and_as_a_standalone_plugin() {
     assert!(link(f.sim_netns(), "ens1f0v1").is_some());
     let (code, version) = binary(&f, &link_path, &standalone("VERSION"), &json!({}));
     assert_eq!((code, version["cniVersion"].as_str()), (0, Some("1.1.0")));
+}
+
+/// Devices "allocated" to every pod, as the kubelet would report them.
+struct Allocated(Vec<String>, PathBuf);
+
+impl plexus_cni::multus::devices::Devices for Allocated {
+    fn allocated(
+        &self,
+        _pod: &plexus_cni::multus::cluster::Pod,
+        resource: &str,
+    ) -> Result<Vec<String>, plexus_cni::spec::CniError> {
+        Ok(if resource == "intel.com/sriov_net" { self.0.clone() } else { Vec::new() })
+    }
+
+    fn devinfo_dir(&self) -> &std::path::Path {
+        &self.1
+    }
+}
+
+#[test]
+fn each_attachment_of_a_resource_takes_the_pods_next_device() {
+    let f = Fixture::new("devids");
+    let mut node = common::Node::new("sv-devids");
+    node.registry
+        .register("sriov", Arc::new(Sriov::new(SysfsRoot::new(f.node.root()), Arc::new(f.control.clone()))));
+    let devinfo = f.dir.path().join("devinfo");
+    std::fs::create_dir_all(devinfo.join("dp")).unwrap();
+    let info = r#"{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:20:02.0"}}"#;
+    std::fs::write(devinfo.join("dp/intel.com-sriov_net-0000:20:02.0-device.json"), info).unwrap();
+    // Sorted by the kubelet side; the pod was given two VFs of the resource.
+    node.devices =
+        Some(Box::new(Allocated(vec!["0000:20:02.0".into(), "0000:20:02.1".into()], devinfo.clone())));
+    node.write_conf("10-cluster.conf", node.bridge_conf("cluster", "pxbr9", "10.62.0.0/24"));
+    // A NAD as the SR-IOV docs write it: no deviceID, the resource in an annotation.
+    let sriov =
+        json!({"cniVersion": "1.0.0", "name": "sriov-a", "type": "sriov", "dataDir": f.records(), "vlan": 9});
+    node.cluster.nads.lock().unwrap().push(plexus_cni::multus::cluster::Nad {
+        namespace: "tenant".into(),
+        name: "sriov-a".into(),
+        config: sriov.to_string(),
+        annotations: [("k8s.v1.cni.cncf.io/resourceName".to_owned(), "intel.com/sriov_net".to_owned())]
+            .into(),
+    });
+    node.cluster.add_pod("tenant", "dpdk", &[("k8s.v1.cni.cncf.io/networks", "sriov-a, sriov-a")]);
+    let meta = node.meta(json!({"clusterNetwork": "cluster"}));
+    common::ok(&node.call(&node.env("ADD", "c-dev", Some(("tenant", "dpdk"))), &meta, true));
+    // net1 got the first device, net2 the second: each VF's netdev is in the pod.
+    let pod = node.pod.name().unwrap().to_owned();
+    assert_eq!(link(&pod, "net1").map(|l| l.0), Some("02:70:78:00:01:00".to_owned()), "ens1f0v0");
+    assert_eq!(link(&pod, "net2").map(|l| l.0), Some("02:70:78:00:01:01".to_owned()), "ens1f0v1");
+    assert_eq!((f.vf_state("ens1f0", 0).vlan, f.vf_state("ens1f0", 1).vlan), (9, 9));
+    let statuses = node.cluster.statuses.lock().unwrap().clone();
+    let (_, status) = statuses.last().unwrap();
+    assert_eq!(status[1].device_info.as_ref().unwrap()["pci"]["pci-address"], "0000:20:02.0");
+    assert!(devinfo.join("cni/c-dev-net1-device.json").exists());
+    common::ok(&node.call(&node.env("DEL", "c-dev", Some(("tenant", "dpdk"))), &meta, true));
+    assert!(link(f.sim_netns(), "ens1f0v0").is_some() && link(f.sim_netns(), "ens1f0v1").is_some());
+    assert!(!devinfo.join("cni/c-dev-net1-device.json").exists());
+
+    // A third attachment finds no device left: the ADD fails before anything is made.
+    node.cluster.add_pod("tenant", "greedy", &[("k8s.v1.cni.cncf.io/networks", "sriov-a, sriov-a, sriov-a")]);
+    let err =
+        common::failed(&node.call(&node.env("ADD", "c-greedy", Some(("tenant", "greedy"))), &meta, true));
+    assert!(
+        err["msg"].as_str().unwrap().contains(
+            "needs a device of resource intel.com/sriov_net, but pod tenant/greedy was allocated 2"
+        ),
+        "{err}"
+    );
+    assert!(link(f.sim_netns(), "ens1f0v0").is_some());
 }

@@ -6,6 +6,7 @@
 //! - [`allocate`]: `Allocate` responses and device-info files.
 //! - [`service`]: the `DevicePlugin` gRPC service of a pool.
 //! - [`plugin`]: the runner: sockets, registration, re-discovery, health, kubelet restarts.
+//! - [`podresources`]: the kubelet's PodResources API: which devices a pod got.
 //! - [`standin`]: a kubelet stand-in for tests and the demo.
 //! - [`proto`], [`transport`]: the kubelet's gRPC APIs over unix sockets.
 
@@ -13,6 +14,7 @@ pub mod allocate;
 pub mod allocator;
 pub mod config;
 pub mod plugin;
+pub mod podresources;
 pub mod pools;
 pub mod proto;
 pub mod service;

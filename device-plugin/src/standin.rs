@@ -14,9 +14,11 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::plugin::{API_VERSION, DEVICE_PLUGINS_DIR, KUBELET_SOCKET};
+use crate::podresources::PodResourcesStandIn;
 use crate::proto::deviceplugin::device_plugin_client::DevicePluginClient;
 use crate::proto::deviceplugin::registration_server::{Registration, RegistrationServer};
 use crate::proto::deviceplugin::{Empty, RegisterRequest};
+use crate::proto::podresources::pod_resources_lister_server::PodResourcesListerServer;
 use crate::transport::{self, TransportError};
 
 #[derive(Debug, Default)]
@@ -48,6 +50,8 @@ pub struct KubeletStandIn {
     plugins_dir: PathBuf,
     registrations: Arc<Registrations>,
     server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    pod_resources: PodResourcesStandIn,
+    pod_resources_server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
 impl KubeletStandIn {
@@ -57,9 +61,40 @@ impl KubeletStandIn {
             plugins_dir: kubelet_dir.join(DEVICE_PLUGINS_DIR),
             registrations: Arc::default(),
             server: None,
+            pod_resources: PodResourcesStandIn::default(),
+            pod_resources_server: None,
         };
         standin.serve()?;
+        standin.serve_pod_resources(&kubelet_dir.join(crate::podresources::SOCKET))?;
         Ok(standin)
+    }
+
+    /// What the stand-in's PodResources API answers: assign devices to pods through it.
+    pub fn pod_resources(&self) -> &PodResourcesStandIn {
+        &self.pod_resources
+    }
+
+    fn serve_pod_resources(&mut self, socket: &Path) -> Result<(), TransportError> {
+        if let Some(dir) = socket.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|error| TransportError::Listen { path: dir.to_owned(), error })?;
+        }
+        let incoming = transport::listen(socket)?;
+        let service = PodResourcesListerServer::new(self.pod_resources.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let signal = async move {
+                let _ = stopped.await;
+            };
+            if let Err(e) = tonic::transport::Server::builder()
+                .serve_with_incoming_shutdown(service, incoming, signal)
+                .await
+            {
+                tracing::warn!("kubelet stand-in PodResources: {e}");
+            }
+        });
+        self.pod_resources_server = Some((stop, task));
+        Ok(())
     }
 
     fn serve(&mut self) -> Result<(), TransportError> {
@@ -141,6 +176,10 @@ impl KubeletStandIn {
     /// Stops serving and removes `kubelet.sock`.
     pub async fn stop(mut self) {
         self.shut_down().await;
+        if let Some((stop, task)) = self.pod_resources_server.take() {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
         let _ = std::fs::remove_file(self.plugins_dir.join(KUBELET_SOCKET));
     }
 

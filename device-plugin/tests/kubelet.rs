@@ -359,3 +359,27 @@ async fn shutdown_removes_sockets_and_device_info_files() {
     // The open ListAndWatch stream ended with the plugin.
     assert!(matches!(stream.message().await, Ok(None) | Err(_)));
 }
+
+#[tokio::test]
+async fn pod_resources_answers_a_pods_devices_by_get_or_by_list() {
+    use plexus_device_plugin::podresources::{SOCKET, pod_devices};
+    let scratch = plexus_hw::sim::ScratchDir::new("podres").unwrap();
+    let kubelet = KubeletStandIn::start(scratch.path()).await.unwrap();
+    let api = kubelet.pod_resources();
+    api.assign("tenant", "dpdk", "app", "intel.com/sriov_net", &["0000:20:02.3", "0000:20:02.1"]);
+    api.assign("tenant", "dpdk", "sidecar", "intel.com/sriov_net", &["0000:30:02.0"]);
+    api.assign("tenant", "dpdk", "app", "intel.com/other", &["x"]);
+    api.assign("tenant", "web", "app", "intel.com/sriov_net", &["0000:20:02.7"]);
+    let socket = scratch.path().join(SOCKET);
+    let want = ["0000:20:02.1", "0000:20:02.3", "0000:30:02.0"];
+    assert_eq!(pod_devices(&socket, "tenant", "dpdk", "intel.com/sriov_net").await.unwrap(), want);
+    let err = pod_devices(&socket, "tenant", "gone", "intel.com/sriov_net").await.unwrap_err();
+    assert!(err.to_string().contains("Get") && err.to_string().contains("not found"), "{err}");
+    // A kubelet without Get: the same answer from List.
+    api.set_get_supported(false);
+    assert_eq!(pod_devices(&socket, "tenant", "dpdk", "intel.com/sriov_net").await.unwrap(), want);
+    assert!(pod_devices(&socket, "tenant", "gone", "intel.com/sriov_net").await.unwrap().is_empty());
+    let err = pod_devices(&scratch.path().join("nothing.sock"), "tenant", "dpdk", "r").await.unwrap_err();
+    assert!(err.to_string().contains("nothing.sock"), "{err}");
+    kubelet.stop().await;
+}

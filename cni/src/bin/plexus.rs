@@ -22,7 +22,13 @@ fn kube(config: &MetaConfig) -> Result<Option<Box<dyn Cluster>>, CniError> {
 /// The call done here, by this process.
 fn locally(stdin: &[u8]) -> Outcome {
     entry::init_logging(stdin);
-    let context = Context { registry: entry::builtin_registry(), routes: &NetlinkRoutes, cluster: &kube };
+    let checkpoint = plexus_cni::multus::devices::Checkpoint::default();
+    let context = Context {
+        registry: entry::builtin_registry(),
+        routes: &NetlinkRoutes,
+        cluster: &kube,
+        devices: Some(&checkpoint),
+    };
     entry::run(|name| std::env::var(name).ok(), stdin, &context)
 }
 

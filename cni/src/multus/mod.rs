@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod cluster;
 pub mod config;
+pub mod devices;
 pub(crate) mod keys;
 pub mod kube;
 pub mod resolve;

@@ -26,6 +26,10 @@ pub struct Node {
     pub pod: Netns,
     pub dir: ScratchDir,
     pub cluster: FakeCluster,
+    /// Delegates called in-process (none unless a test registers some).
+    pub registry: Registry,
+    /// The pod's allocated devices, when a test gives them.
+    pub devices: Option<Box<dyn plexus_cni::multus::devices::Devices>>,
 }
 
 impl Node {
@@ -35,6 +39,8 @@ impl Node {
             pod: Netns::create_unique(&format!("plexus-{tag}-p")).unwrap(),
             dir: ScratchDir::new(tag).unwrap(),
             cluster: FakeCluster::default(),
+            registry: Registry::default(),
+            devices: None,
         };
         std::fs::create_dir_all(node.conf_dir()).unwrap();
         node.ip_host(&["link", "set", "lo", "up"]);
@@ -101,8 +107,12 @@ impl Node {
                 let make = |_: &MetaConfig| -> Result<Option<Box<dyn Cluster>>, CniError> {
                     Ok(with_cluster.then(|| Box::new(cluster.clone()) as Box<dyn Cluster>))
                 };
-                let context =
-                    Context { registry: Registry::default(), routes: &NetlinkRoutes, cluster: &make };
+                let context = Context {
+                    registry: self.registry.clone(),
+                    routes: &NetlinkRoutes,
+                    cluster: &make,
+                    devices: self.devices.as_deref(),
+                };
                 entry::run(|k| env.get(k).cloned(), stdin, &context)
             })
             .unwrap()

@@ -1,0 +1,157 @@
+//! The devices the kubelet allocated to a pod, for NADs that name a device plugin resource
+//! (`k8s.v1.cni.cncf.io/resourceName`): each attachment of a resource takes the pod's next
+//! device of it, in sorted order, as `deviceID`. The agent asks the kubelet's PodResources API;
+//! the kubelet's checkpoint file (`kubelet_internal_checkpoint`) is the fallback, and what the
+//! binary reads alone, as Multus does.
+//!
+//! Device-info files (the device-info spec): the device plugin writes
+//! `<devinfo>/dp/<resource with / as ->-<id>-device.json` at Allocate; ADD copies it to
+//! `<devinfo>/cni/<containerID>-<ifname>-device.json` for the CNI side and shows it in
+//! network-status; DEL removes the container's copies.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::cluster::Pod;
+use crate::spec::{CniError, ErrorCode};
+
+/// Where device-info files live.
+pub const DEFAULT_DEVINFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
+/// The kubelet's device manager checkpoint.
+pub const DEFAULT_CHECKPOINT: &str = "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint";
+
+/// The pod's allocated devices.
+pub trait Devices: Send + Sync {
+    /// The IDs of the devices of `resource` allocated to `pod`'s containers, sorted.
+    fn allocated(&self, pod: &Pod, resource: &str) -> Result<Vec<String>, CniError>;
+
+    /// The device-info directory.
+    fn devinfo_dir(&self) -> &Path;
+}
+
+/// The device-info of device `id` of `resource`, copied for container `container_id`'s
+/// interface `ifname`; `None` when the device plugin wrote none.
+pub fn device_info_for_cni(
+    devinfo_dir: &Path,
+    resource: &str,
+    id: &str,
+    container_id: &str,
+    ifname: &str,
+) -> Option<Value> {
+    let dp = devinfo_dir.join("dp").join(format!("{}-{id}-device.json", resource.replace('/', "-")));
+    let text = std::fs::read(&dp).ok()?;
+    let value: Value = serde_json::from_slice(&text).ok()?;
+    let cni = devinfo_dir.join("cni");
+    let copied = std::fs::create_dir_all(&cni).and_then(|()| {
+        crate::files::write_atomic(&cni.join(format!("{container_id}-{ifname}-device.json")), &text, false)
+    });
+    if let Err(e) = copied {
+        tracing::warn!("copying device-info {} for the CNI side: {e}", dp.display());
+    }
+    Some(value)
+}
+
+/// Removes the CNI-side device-info copies of a container.
+pub fn forget_device_info(devinfo_dir: &Path, container_id: &str) {
+    let prefix = format!("{container_id}-");
+    for entry in std::fs::read_dir(devinfo_dir.join("cni")).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The kubelet's checkpoint file: `Data.PodDeviceEntries[]` with `PodUID`, `ContainerName`,
+/// `ResourceName` and `DeviceIDs` (a map NUMA node -> IDs since Kubernetes 1.20, a plain list
+/// before).
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The checkpoint file.
+    pub path: PathBuf,
+    /// The device-info directory.
+    pub devinfo_dir: PathBuf,
+}
+
+impl Default for Checkpoint {
+    fn default() -> Self {
+        Self { path: DEFAULT_CHECKPOINT.into(), devinfo_dir: DEFAULT_DEVINFO_DIR.into() }
+    }
+}
+
+/// The IDs of `resource` for pod `uid` in checkpoint text `text`, sorted.
+pub fn checkpoint_devices(text: &[u8], uid: &str, resource: &str) -> Result<Vec<String>, String> {
+    let value: Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    let entries = value["Data"]["PodDeviceEntries"].as_array().cloned().unwrap_or_default();
+    let mut ids = Vec::new();
+    for entry in entries.iter().filter(|e| e["PodUID"] == uid && e["ResourceName"] == resource) {
+        match &entry["DeviceIDs"] {
+            Value::Object(by_numa) => {
+                ids.extend(by_numa.values().flat_map(|v| v.as_array().cloned().unwrap_or_default()))
+            }
+            Value::Array(list) => ids.extend(list.iter().cloned()),
+            _ => {}
+        }
+    }
+    let mut ids: Vec<String> = ids.into_iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+impl Devices for Checkpoint {
+    fn allocated(&self, pod: &Pod, resource: &str) -> Result<Vec<String>, CniError> {
+        let text = std::fs::read(&self.path).map_err(|e| {
+            CniError::new(ErrorCode::Io, format!("reading the kubelet checkpoint {}", self.path.display()))
+                .with_details(e.to_string())
+        })?;
+        checkpoint_devices(&text, &pod.uid, resource).map_err(|e| {
+            CniError::new(
+                ErrorCode::Decode,
+                format!("the kubelet checkpoint {} is corrupt", self.path.display()),
+            )
+            .with_details(e)
+        })
+    }
+
+    fn devinfo_dir(&self) -> &Path {
+        &self.devinfo_dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_entries_of_both_formats() {
+        let text = br#"{"Data": {"PodDeviceEntries": [
+            {"PodUID": "u1", "ContainerName": "a", "ResourceName": "intel.com/sriov", "DeviceIDs": {"1": ["0000:30:02.1"], "0": ["0000:20:02.3", "0000:20:02.0"]}},
+            {"PodUID": "u1", "ContainerName": "b", "ResourceName": "intel.com/sriov", "DeviceIDs": ["0000:20:02.5"]},
+            {"PodUID": "u1", "ContainerName": "a", "ResourceName": "intel.com/other", "DeviceIDs": ["x"]},
+            {"PodUID": "u2", "ContainerName": "a", "ResourceName": "intel.com/sriov", "DeviceIDs": ["y"]}],
+            "RegisteredDevices": {}}, "Checksum": 1}"#;
+        assert_eq!(
+            checkpoint_devices(text, "u1", "intel.com/sriov").unwrap(),
+            ["0000:20:02.0", "0000:20:02.3", "0000:20:02.5", "0000:30:02.1"]
+        );
+        assert!(checkpoint_devices(text, "u3", "intel.com/sriov").unwrap().is_empty());
+        assert!(checkpoint_devices(b"{", "u1", "r").is_err());
+    }
+
+    #[test]
+    fn device_info_is_copied_for_the_cni_side_and_forgotten() {
+        let dir = plexus_hw::sim::ScratchDir::new("devinfo").unwrap();
+        std::fs::create_dir_all(dir.path().join("dp")).unwrap();
+        let info = r#"{"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:20:02.1"}}"#;
+        std::fs::write(dir.path().join("dp/intel.com-sriov-0000:20:02.1-device.json"), info).unwrap();
+        let value =
+            device_info_for_cni(dir.path(), "intel.com/sriov", "0000:20:02.1", "cid", "net1").unwrap();
+        assert_eq!(value["pci"]["pci-address"], "0000:20:02.1");
+        let copy = dir.path().join("cni/cid-net1-device.json");
+        assert_eq!(std::fs::read_to_string(&copy).unwrap(), info);
+        assert!(device_info_for_cni(dir.path(), "intel.com/sriov", "0000:20:02.2", "cid", "net2").is_none());
+        forget_device_info(dir.path(), "cid");
+        assert!(!copy.exists());
+    }
+}
