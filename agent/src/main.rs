@@ -3,6 +3,7 @@
 mod cni_server;
 mod devices;
 mod discover;
+mod kube_cache;
 mod logging;
 mod metrics;
 mod pools;

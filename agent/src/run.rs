@@ -41,6 +41,43 @@ pub struct RunArgs {
     /// Serve Prometheus metrics (GET /metrics) on this address.
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
+    /// Kubernetes access; else in-cluster when run in a pod; else none (the device plugin and
+    /// static networks only).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name, for the pod watch (default: $NODE_NAME, else the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+}
+
+impl RunArgs {
+    fn node_name(&self) -> String {
+        self.node_name
+            .clone()
+            .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()))
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned())
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The Kubernetes client: `--kubeconfig`, else in-cluster, else `None`.
+async fn kube_client(args: &RunArgs) -> anyhow::Result<Option<kube::Client>> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("kubeconfig {}", path.display()))?
+        }
+        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+            kube::Config::incluster().context("the in-cluster Kubernetes config")?
+        }
+        None => return Ok(None),
+    };
+    Ok(Some(kube::Client::try_from(config).context("making the Kubernetes client")?))
 }
 
 /// Runs until SIGTERM or SIGINT, then cleans up and returns.
@@ -60,14 +97,25 @@ pub fn run(args: &RunArgs, config: PoolConfig) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     let devices =
         crate::devices::KubeletDevices::new(&args.kubelet_dir, &args.devinfo_dir, runtime.handle().clone());
-    let service = Arc::new(CniService::new(
-        registry,
-        None,
-        Some(Arc::new(devices)),
-        args.max_parallel_cni as usize,
-        metrics.clone(),
-    ));
     runtime.block_on(async {
+        let cluster: Option<crate::cni_server::SharedCluster> = match kube_client(args).await? {
+            Some(client) => {
+                let node = args.node_name();
+                tracing::info!("watching the pods of node {node} and NetworkAttachmentDefinitions");
+                Some(crate::kube_cache::KubeCache::start(client, &node))
+            }
+            None => {
+                tracing::info!("no Kubernetes access: serving the device plugin and static networks");
+                None
+            }
+        };
+        let service = Arc::new(CniService::new(
+            registry,
+            cluster,
+            Some(Arc::new(devices)),
+            args.max_parallel_cni as usize,
+            metrics.clone(),
+        ));
         let listener = cni_server::bind(&args.socket_dir)?;
         if let Some(addr) = args.metrics_addr {
             let metrics_listener = tokio::net::TcpListener::bind(addr)

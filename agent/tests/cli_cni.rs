@@ -3,6 +3,8 @@
 //! `trace` and on /metrics; killed, the binary fails ADD at once and does DEL itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod apiserver;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,11 +36,11 @@ struct Node {
 }
 
 impl Node {
-    async fn new() -> Self {
+    async fn new(tag: &str) -> Self {
         let scratch = ScratchDir::new("agent-cni").unwrap();
         let spec = SimSpec { pfs: 2, numa_nodes: 1, vfs_per_pf: 3, vfio_vfs_per_pf: 0, cpus_per_node: 2 };
         let mut node = SimNode::build(scratch.path().join("sys"), &spec).unwrap();
-        node.create_netdevs(&format!("plexus-agent-cni-{}", std::process::id())).await.unwrap();
+        node.create_netdevs(&format!("plexus-agent-{tag}-{}", std::process::id())).await.unwrap();
         std::fs::write(scratch.path().join("pools.json"), POOLS).unwrap();
         let conf_dir = scratch.path().join("net.d");
         std::fs::create_dir_all(&conf_dir).unwrap();
@@ -54,6 +56,10 @@ impl Node {
     }
 
     fn agent(&self, metrics: &str) -> Child {
+        self.agent_with(metrics, &[])
+    }
+
+    fn agent_with(&self, metrics: &str, extra: &[&std::ffi::OsStr]) -> Child {
         Command::new(env!("CARGO_BIN_EXE_plexus-agent"))
             .env_remove("PLEXUS_SYSFS_ROOT")
             .args(["run", "--pools"])
@@ -67,6 +73,7 @@ impl Node {
             .arg("--socket-dir")
             .arg(self.socket_dir())
             .args(["--route-file", "/dev/null", "--metrics-addr", metrics])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -89,6 +96,19 @@ impl Node {
     /// Runs `plexus` for `command`; the node's sysfs root only when `local_view` (a binary
     /// doing the work itself must see the node the agent sees; forwarded calls need not).
     fn plexus(&self, command: &str, cid: &str, netns: &str, local_view: bool) -> (i32, Value, Duration) {
+        self.plexus_for(command, cid, netns, local_view, "", &self.meta())
+    }
+
+    /// [`Self::plexus`] with `CNI_ARGS` and a network configuration.
+    fn plexus_for(
+        &self,
+        command: &str,
+        cid: &str,
+        netns: &str,
+        local_view: bool,
+        args: &str,
+        meta: &Value,
+    ) -> (i32, Value, Duration) {
         let mut child = Command::new(plexus_binary());
         child
             .env_clear()
@@ -97,16 +117,37 @@ impl Node {
             .env("CNI_CONTAINERID", cid)
             .env("CNI_NETNS", netns)
             .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni");
+            .env("CNI_PATH", "/usr/lib/cni")
+            .env("CNI_ARGS", args);
         if local_view {
             child.env("PLEXUS_SYSFS_ROOT", self.node.root());
         }
         let start = Instant::now();
         let mut child = child.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(self.meta().to_string().as_bytes()).unwrap();
+        child.stdin.take().unwrap().write_all(meta.to_string().as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         let took = start.elapsed();
         (out.status.code().unwrap(), serde_json::from_slice(&out.stdout).unwrap_or(Value::Null), took)
+    }
+
+    /// `plexus-agent trace` with `args`.
+    fn trace(&self, args: &[&str]) -> std::process::Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_plexus-agent"))
+            .arg("trace")
+            .args(args)
+            .arg("--socket-dir")
+            .arg(self.socket_dir())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    /// The slowest recent call `trace` shows, and the names of its phases.
+    fn slowest_call(&self) -> (Value, Vec<String>) {
+        let calls: Value = serde_json::from_slice(&self.trace(&["--output", "json"]).stdout).unwrap();
+        let phases = calls[0]["phases"].as_array().unwrap().iter().map(|p| p[0].as_str().unwrap().to_owned());
+        (calls[0].clone(), phases.collect())
     }
 
     fn vf_netdev_in_host(&self) -> bool {
@@ -150,7 +191,7 @@ fn http_get(addr: &str, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cni_calls_go_through_the_agent_and_survive_its_death() {
-    let mut node = Node::new().await;
+    let mut node = Node::new("death").await;
     let _kubelet = KubeletStandIn::start(&node.scratch.path().join("kubelet")).await.unwrap();
     let metrics = free_port();
     let mut agent = node.agent(&metrics);
@@ -168,16 +209,8 @@ async fn cni_calls_go_through_the_agent_and_survive_its_death() {
     assert_eq!(result["ips"][0]["address"], "10.21.0.2/24");
     assert!(!node.vf_netdev_in_host());
 
-    let out = Command::new(env!("CARGO_BIN_EXE_plexus-agent"))
-        .args(["trace", "--output", "json", "--socket-dir"])
-        .arg(node.socket_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let calls: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((calls[0]["command"].as_str(), calls[0]["outcome"].as_str()), (Some("ADD"), Some("ok")));
-    let phases: Vec<&str> =
-        calls[0]["phases"].as_array().unwrap().iter().map(|p| p[0].as_str().unwrap()).collect();
+    let (call, phases) = node.slowest_call();
+    assert_eq!((call["command"].as_str(), call["outcome"].as_str()), (Some("ADD"), Some("ok")));
     for phase in [
         "networks",
         "cache",
@@ -187,7 +220,7 @@ async fn cni_calls_go_through_the_agent_and_survive_its_death() {
         "sriov ipam",
         "delegate sriov-net",
     ] {
-        assert!(phases.contains(&phase), "{phase} missing from {phases:?}");
+        assert!(phases.iter().any(|p| p == phase), "{phase} missing from {phases:?}");
     }
     let text = tokio::task::block_in_place(|| http_get(&metrics, "/metrics"));
     assert!(text.starts_with("HTTP/1.0 200 OK"), "{text}");
@@ -232,7 +265,7 @@ fn peak_rss_kb(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_64_concurrent_adds_is_queued_not_held_in_memory() {
-    let node = Node::new().await;
+    let node = Node::new("burst").await;
     let _kubelet = KubeletStandIn::start(&node.scratch.path().join("kubelet")).await.unwrap();
     // A network whose plugin does no kernel work (the reference static IPAM as the plugin),
     // so the burst measures the agent, not the kernel.
@@ -283,13 +316,190 @@ async fn a_burst_of_64_concurrent_adds_is_queued_not_held_in_memory() {
         after_second - after_first < 4 * 1024,
         "a second burst must not grow the peak: {after_first} -> {after_second} kB"
     );
-    let trace = Command::new(env!("CARGO_BIN_EXE_plexus-agent"))
-        .args(["trace", "--count", "3", "--socket-dir"])
-        .arg(node.socket_dir())
-        .output()
-        .unwrap();
-    let text = String::from_utf8(trace.stdout).unwrap();
+    let text = String::from_utf8(node.trace(&["--count", "3"]).stdout).unwrap();
     assert_eq!(text.lines().filter(|l| l.contains(" ADD burst-")).count(), 3, "{text}");
     Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     assert!(agent.wait().unwrap().success());
+}
+
+/// The single objects the API server was asked for (GETs that are not a list or a watch).
+fn object_gets(api: &apiserver::ApiServer) -> Vec<String> {
+    api.requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/namespaces/"))
+        .map(|r| r.path)
+        .collect()
+}
+
+/// The names of the links in namespace `netns` (a name or a /run/netns path).
+fn links_in(netns: &str) -> Vec<String> {
+    let name = Path::new(netns).file_name().unwrap();
+    let out = Command::new("ip").arg("-n").arg(name).args(["-o", "link", "show"]).output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| line.split(": ").nth(1).unwrap().split('@').next().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_kubernetes_pods_get_their_allocated_vfs_from_watched_nads() {
+    use plexus_device_plugin::proto::deviceplugin::{
+        AllocateRequest, ContainerAllocateRequest, ContainerPreferredAllocationRequest, Empty,
+        PreferredAllocationRequest,
+    };
+    const RESOURCE: &str = "intel.com/sriov_net";
+    let mut node = Node::new("kube").await;
+    let kubelet = KubeletStandIn::start(&node.scratch.path().join("kubelet")).await.unwrap();
+    let api = apiserver::ApiServer::start().await;
+    let kubeconfig = node.scratch.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let noop = json!({"cniVersion": "1.0.0", "name": "noop", "type": "static",
+                      "ipam": {"type": "static", "addresses": [{"address": "10.30.0.2/24"}]}});
+    std::fs::write(node.scratch.path().join("net.d/20-noop.conf"), noop.to_string()).unwrap();
+    let mut meta = node.meta();
+    meta["clusterNetwork"] = json!("noop");
+    let scratch = node.scratch.path().to_owned();
+    let start_agent = |node: &Node| {
+        node.agent_with(
+            &free_port(),
+            &["--kubeconfig".as_ref(), kubeconfig.as_os_str(), "--node-name".as_ref(), "node-a".as_ref()],
+        )
+    };
+    let mut agent = start_agent(&node);
+    let socket = node.socket_dir().join("plexus.sock");
+
+    // The kubelet's part: allocate two VFs of the pool to a pod, as it does before the pod's
+    // sandbox exists, and remember them in PodResources.
+    let registration = kubelet.wait_for_registration(RESOURCE, 0, Duration::from_secs(10)).await.unwrap();
+    let mut plugin = kubelet.plugin(&registration.endpoint).await.unwrap();
+    let mut devices = plugin.list_and_watch(Empty {}).await.unwrap().into_inner();
+    let free: Vec<String> =
+        devices.message().await.unwrap().unwrap().devices.into_iter().map(|d| d.id).collect();
+    assert_eq!(free.len(), 6);
+    let allocate = async |plugin: &mut plexus_device_plugin::proto::deviceplugin::device_plugin_client::DevicePluginClient<_>,
+                          free: &[String],
+                          pod: &str| {
+        let request = PreferredAllocationRequest {
+            container_requests: vec![ContainerPreferredAllocationRequest {
+                available_device_i_ds: free.to_vec(),
+                must_include_device_i_ds: vec![],
+                allocation_size: 2,
+            }],
+        };
+        let mut ids = plugin.get_preferred_allocation(request).await.unwrap().into_inner().container_responses[0]
+            .device_i_ds
+            .clone();
+        let request = AllocateRequest { container_requests: vec![ContainerAllocateRequest { devices_ids: ids.clone() }] };
+        let response = plugin.allocate(request).await.unwrap().into_inner();
+        assert!(response.container_responses[0].envs.contains_key("PCIDEVICE_INTEL_COM_SRIOV_NET"));
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        kubelet.pod_resources().assign("tenant", pod, "app", RESOURCE, &refs);
+        ids.sort();
+        ids
+    };
+    let web_vfs = allocate(&mut plugin, &free, "web").await;
+    assert_ne!(web_vfs[0][..10], web_vfs[1][..10], "one VF on each PF: {web_vfs:?}");
+
+    // The pod and its network appear after the agent started: only the watches can bring them.
+    let fast = json!({"cniVersion": "1.0.0", "type": "sriov", "vlan": 40, "dataDir": scratch.join("sriov"),
+                      "ipam": {"type": "host-local", "subnet": "10.40.0.0/24", "dataDir": scratch.join("ipam")}});
+    api.nad("tenant", "fast", json!({"k8s.v1.cni.cncf.io/resourceName": RESOURCE}), &fast);
+    api.pod("tenant", "web", "node-a", json!({"k8s.v1.cni.cncf.io/networks": "fast, fast"}));
+    api.pod("tenant", "elsewhere", "node-b", json!({"k8s.v1.cni.cncf.io/networks": "fast"}));
+    wait_for("the pod and the NAD to reach the agent's watches", || {
+        api.delivered("/api/v1/pods", "web")
+            && api.delivered("/apis/k8s.cni.cncf.io/v1/network-attachment-definitions", "fast")
+    });
+    assert!(!api.delivered("/api/v1/pods", "elsewhere"), "the agent watches the pods of its node only");
+    wait_for("the agent's socket", || socket.exists());
+
+    let web = node.pod();
+    let args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=tenant;K8S_POD_NAME=web;K8S_POD_UID=uid-web";
+    let (code, result, _) =
+        tokio::task::block_in_place(|| node.plexus_for("ADD", "cid-web", &web, false, args, &meta));
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["ips"][0]["address"], "10.30.0.2/24", "the cluster network's result");
+    let links = links_in(&web);
+    assert!(links.contains(&"net1".into()) && links.contains(&"net2".into()), "{links:?}");
+
+    let requests = api.requests();
+    let gets = object_gets(&api);
+    assert!(gets.is_empty(), "ADD read the pod and the NADs from the watch caches, not by GET: {gets:?}");
+    let pod_lists: Vec<_> = requests.iter().filter(|r| r.path == "/api/v1/pods").collect();
+    assert!(pod_lists.len() >= 2, "a list, then a watch: {pod_lists:?}");
+    assert!(pod_lists.iter().all(|r| r.query["fieldSelector"] == "spec.nodeName=node-a"), "{pod_lists:?}");
+
+    // network-status: the cluster network, then each attachment with the next allocated VF.
+    let pod = api.object("/api/v1/namespaces/tenant/pods/web").unwrap();
+    let status: Value = serde_json::from_str(
+        pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status.as_array().unwrap().len(), 3, "{status}");
+    assert_eq!((status[0]["name"].as_str(), status[0]["default"].as_bool()), (Some("noop"), Some(true)));
+    for (i, ifname) in [(1, "net1"), (2, "net2")] {
+        assert_eq!(status[i]["name"], "tenant/fast");
+        assert_eq!(status[i]["interface"], ifname);
+        assert_eq!(status[i]["ips"][0], format!("10.40.0.{}", i + 1), "{status}");
+        assert_eq!(status[i]["device-info"]["pci"]["pci-address"], web_vfs[i - 1], "{status}");
+    }
+    let events: Vec<String> = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| format!("{} {}", r.body["reason"].as_str().unwrap(), r.body["message"].as_str().unwrap()))
+        .collect();
+    assert!(
+        events.contains(&"AddedInterface Add net2 [10.40.0.3] from tenant/fast".to_owned()),
+        "{events:?}"
+    );
+    let (_, phases) = node.slowest_call();
+    for phase in ["pod", "networks", "devices", "delegate tenant/fast", "status"] {
+        assert!(phases.iter().any(|p| p == phase), "{phase} missing from {phases:?}");
+    }
+
+    // Killed and restarted: the new agent lists again and takes over both pods' calls.
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let seen = kubelet.registrations().len();
+    let mut agent = start_agent(&node);
+    let registration = kubelet.wait_for_registration(RESOURCE, seen, Duration::from_secs(10)).await.unwrap();
+    let mut plugin = kubelet.plugin(&registration.endpoint).await.unwrap();
+    wait_for("the new agent", || std::os::unix::net::UnixStream::connect(&socket).is_ok());
+    let left: Vec<String> = free.iter().filter(|id| !web_vfs.contains(id)).cloned().collect();
+    let db_vfs = allocate(&mut plugin, &left, "db").await;
+    api.pod("tenant", "db", "node-a", json!({"k8s.v1.cni.cncf.io/networks": "fast"}));
+    wait_for("the new agent's watch to bring the pod", || api.delivered("/api/v1/pods", "db"));
+    let db = node.pod();
+    let db_args = "K8S_POD_NAMESPACE=tenant;K8S_POD_NAME=db;K8S_POD_UID=uid-db";
+    let (code, result, _) =
+        tokio::task::block_in_place(|| node.plexus_for("ADD", "cid-db", &db, false, db_args, &meta));
+    assert_eq!(code, 0, "{result}");
+    let pod = api.object("/api/v1/namespaces/tenant/pods/db").unwrap();
+    let status = pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"].as_str().unwrap();
+    assert!(status.contains(&db_vfs[0]), "the first of the pod's VFs: {status}");
+    assert!(object_gets(&api).is_empty(), "{:?}", object_gets(&api));
+
+    let (code, out, _) =
+        tokio::task::block_in_place(|| node.plexus_for("DEL", "cid-web", &web, false, args, &meta));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(links_in(&web), ["lo"]);
+    // The agent down during DEL: the binary does it from its cache, with its own view of the node.
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let (code, out, _) =
+        tokio::task::block_in_place(|| node.plexus_for("DEL", "cid-db", &db, true, db_args, &meta));
+    assert_eq!(code, 0, "{out}");
+    let host = links_in(node.node.netns_name().unwrap());
+    for vf in ["ens1f0v0", "ens1f0v1", "ens1f0v2", "ens1f1v0", "ens1f1v1", "ens1f1v2"] {
+        assert!(host.contains(&vf.to_owned()), "{vf} back on the node under its name: {host:?}");
+    }
+    assert!(
+        !std::fs::read_dir(scratch.join("ipam/fast"))
+            .unwrap()
+            .any(|e| { e.unwrap().file_name().to_string_lossy().starts_with("10.") }),
+        "host-local released every address"
+    );
+    kubelet.stop().await;
 }

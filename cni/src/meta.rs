@@ -51,6 +51,19 @@ pub fn pod_ref(invocation: &Invocation) -> Option<(String, String, String)> {
     Some((ns, name, invocation.cni_arg("K8S_POD_UID").unwrap_or_default()))
 }
 
+/// CNI_ARGS for a delegate, as Multus gives them: `IgnoreUnknown=1` (plugins that know no
+/// Kubernetes args refuse them otherwise, and runtimes do not always send it) and the pod's
+/// identity; nothing else of the caller's.
+fn delegate_args(invocation: &Invocation) -> String {
+    let mut args = vec!["IgnoreUnknown=1".to_owned()];
+    for key in ["K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID"] {
+        if let Some(value) = invocation.cni_arg(key) {
+            args.push(format!("{key}={value}"));
+        }
+    }
+    args.join(";")
+}
+
 /// A config with the injected keys set, as the delegate gets it.
 fn effective_config(config: &NetworkConfig, injected: &Map<String, Value>) -> NetworkConfig {
     let mut config = config.clone();
@@ -349,7 +362,12 @@ impl MetaPlugin<'_> {
     }
 
     fn invocation_for(&self, command: Command, netns: &str) -> Invocation {
-        Invocation { command, netns: netns.to_owned(), ..self.invocation.clone() }
+        Invocation {
+            command,
+            netns: netns.to_owned(),
+            args: delegate_args(&self.invocation),
+            ..self.invocation.clone()
+        }
     }
 
     /// ADD: every attachment, or none. Returns the cluster network's result in the caller's
@@ -687,4 +705,29 @@ impl MetaPlugin<'_> {
 pub fn version_info() -> Value {
     let supported: Vec<&str> = CniVersion::ALL.iter().map(|v| v.as_str()).collect();
     json!({ "cniVersion": CniVersion::LATEST.as_str(), "supportedVersions": supported })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn delegates_get_ignore_unknown_and_the_pods_identity_only() {
+        let env = |args: &'static str| {
+            move |name: &str| match name {
+                "CNI_COMMAND" => Some("ADD".to_owned()),
+                "CNI_CONTAINERID" => Some("c1".to_owned()),
+                "CNI_NETNS" => Some("/run/netns/p".to_owned()),
+                "CNI_IFNAME" => Some("eth0".to_owned()),
+                "CNI_ARGS" => Some(args.to_owned()),
+                "CNI_PATH" => Some("/opt/cni/bin".to_owned()),
+                _ => None,
+            }
+        };
+        let invocation = Invocation::from_env(env("K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web;MAC=x")).unwrap();
+        assert_eq!(delegate_args(&invocation), "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web");
+        let invocation = Invocation::from_env(env("")).unwrap();
+        assert_eq!(delegate_args(&invocation), "IgnoreUnknown=1");
+    }
 }

@@ -32,9 +32,25 @@ fn api_error(what: String, e: impl std::fmt::Display) -> CniError {
     CniError::new(ErrorCode::TryAgainLater, what).with_details(e.to_string())
 }
 
+/// Where the client's futures run: a runtime of its own (the binary), or the agent's, from
+/// one of its blocking threads.
+enum Exec {
+    Own(tokio::runtime::Runtime),
+    Shared(tokio::runtime::Handle),
+}
+
+impl Exec {
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        match self {
+            Self::Own(runtime) => runtime.block_on(future),
+            Self::Shared(handle) => handle.block_on(future),
+        }
+    }
+}
+
 /// Kubernetes through kube-rs.
 pub struct KubeCluster {
-    runtime: tokio::runtime::Runtime,
+    runtime: Exec,
     client: Client,
 }
 
@@ -65,13 +81,19 @@ impl KubeCluster {
             };
             Client::try_from(kube_config).map_err(|e| api_error("making the Kubernetes client".into(), e))
         })?;
-        Ok(Some(Self { runtime, client }))
+        Ok(Some(Self { runtime: Exec::Own(runtime), client }))
     }
 
     /// Kubernetes through `client`, made within `runtime` (tests give a client over a test
     /// double of the API server).
     pub fn with_client(runtime: tokio::runtime::Runtime, client: Client) -> Self {
-        Self { runtime, client }
+        Self { runtime: Exec::Own(runtime), client }
+    }
+
+    /// Kubernetes through `client`, whose futures run on `handle`'s runtime; calls must come
+    /// from threads that are not that runtime's workers (its blocking threads).
+    pub fn with_handle(handle: tokio::runtime::Handle, client: Client) -> Self {
+        Self { runtime: Exec::Shared(handle), client }
     }
 }
 

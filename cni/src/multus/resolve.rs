@@ -88,6 +88,33 @@ pub fn nad_config(
             )
         });
     }
-    let config = NetworkConfig::parse(spec_config.as_bytes(), &what)?;
-    Ok(Found { config, text: spec_config.to_owned() })
+    // A config without a name takes the NAD's, as Multus does: NADs are commonly written so.
+    let text = match serde_json::from_str::<serde_json::Value>(spec_config) {
+        Ok(mut value) if value.is_object() && value["name"].as_str().is_none_or(str::is_empty) => {
+            value["name"] = serde_json::Value::String(name.to_owned());
+            value.to_string()
+        }
+        _ => spec_config.to_owned(),
+    };
+    let config = NetworkConfig::parse(text.as_bytes(), &what)?;
+    Ok(Found { config, text })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_nad_config_without_a_name_takes_the_nads() {
+        let dir = Path::new("/nonexistent");
+        let found = nad_config("tenant", "fast", r#"{"cniVersion": "1.0.0", "type": "sriov"}"#, dir).unwrap();
+        assert_eq!(found.config.name(), Some("fast"));
+        assert!(found.text.contains(r#""name":"fast""#), "{}", found.text);
+        let named =
+            nad_config("tenant", "fast", r#"{"cniVersion": "1.0.0", "name": "own", "type": "sriov"}"#, dir);
+        assert_eq!(named.unwrap().config.name(), Some("own"));
+        let err = nad_config("tenant", "fast", "[1]", dir).unwrap_err();
+        assert!(err.to_string().contains("NetworkAttachmentDefinition tenant/fast"), "{err}");
+    }
 }
