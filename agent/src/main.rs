@@ -7,6 +7,7 @@ mod kube_cache;
 mod logging;
 mod metrics;
 mod pools;
+mod privileges;
 mod run;
 mod sim;
 mod table;
@@ -41,7 +42,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Run the node agent in the foreground: the device plugin for the configured pools.
+    /// Run the node agent in the foreground: the device plugin for the pools and the CNI server.
     Run(run::RunArgs),
     /// Show which devices each pool of a config gets, and why the others are left out.
     Pools {

@@ -90,6 +90,10 @@ pub fn run(args: &RunArgs, config: PoolConfig) -> anyhow::Result<()> {
     options.poll_interval = Duration::from_millis(args.poll_interval_ms);
     let registry = plexus_cni::entry::builtin_registry_for(&sysfs).map_err(|e| anyhow::anyhow!("{e}"))?;
     let metrics = Arc::new(Metrics::default());
+    let kept = crate::privileges::drop_to_kept().context("dropping capabilities")?;
+    let mut kept: Vec<String> = kept.iter().map(ToString::to_string).collect();
+    kept.sort();
+    tracing::info!("capabilities kept: {}", kept.join(", "));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -168,6 +168,28 @@ impl Drop for Node {
     }
 }
 
+/// Every thread of process `pid` has NET_ADMIN, NET_RAW, SYS_ADMIN and SYS_PTRACE and
+/// nothing else in its effective, permitted and bounding sets, and none inheritable or ambient.
+fn assert_keeps_only_its_capabilities(pid: u32) {
+    // Bits of linux/capability.h: NET_RAW 13, NET_ADMIN 12, SYS_PTRACE 19, SYS_ADMIN 21.
+    let kept: u64 = (1 << 12) | (1 << 13) | (1 << 19) | (1 << 21);
+    let tasks: Vec<_> =
+        std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().map(|t| t.unwrap().path()).collect();
+    assert!(tasks.len() > 1, "the runtime's threads too");
+    for task in tasks {
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let set = |name: &str| {
+            let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+            u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+        };
+        for (name, want) in
+            [("CapEff:", kept), ("CapPrm:", kept), ("CapBnd:", kept), ("CapInh:", 0), ("CapAmb:", 0)]
+        {
+            assert_eq!(set(name), want, "{name} of {}: {:#x}", task.display(), set(name));
+        }
+    }
+}
+
 fn wait_for(what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !cond() {
@@ -200,6 +222,7 @@ async fn cni_calls_go_through_the_agent_and_survive_its_death() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(std::fs::metadata(node.socket_dir()).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_keeps_only_its_capabilities(agent.id());
 
     // Through the agent: the binary has no view of the node (no PLEXUS_SYSFS_ROOT, and /sys
     // has no such VF), so only the agent can have attached it.
