@@ -1,5 +1,6 @@
 //! `plexus-agent`: the Plexus node agent and its tools.
 
+mod autoconf;
 mod cni_server;
 mod devices;
 mod discover;
@@ -43,7 +44,7 @@ enum Command {
         output: Output,
     },
     /// Run the node agent in the foreground: the device plugin for the pools and the CNI server.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Show which devices each pool of a config gets, and why the others are left out.
     Pools {
         #[command(flatten)]

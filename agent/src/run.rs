@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,6 +15,7 @@ use plexus_hw::SysfsRoot;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::autoconf::AutoConfig;
 use crate::cni_server::{self, CniService};
 use crate::metrics::Metrics;
 
@@ -45,6 +47,17 @@ pub struct RunArgs {
     /// static networks only).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Write 00-plexus.conflist into --cni-conf-dir, wrapping the node's primary CNI config,
+    /// and keep it there.
+    #[arg(long)]
+    pub auto_config: bool,
+    /// The runtime's CNI config directory, for --auto-config.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// With --auto-config: write nothing until this file exists (the primary network's
+    /// readiness), and make ADD wait for it.
+    #[arg(long)]
+    pub readiness_indicator_file: Option<PathBuf>,
     /// This node's name, for the pod watch (default: $NODE_NAME, else the hostname).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -130,6 +143,14 @@ pub fn run(args: &RunArgs, config: PoolConfig) -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let auto_config_stop = Arc::new(AtomicBool::new(false));
+        let auto_config = args.auto_config.then(|| {
+            let keys = serde_json::json!({"daemonSocketDir": args.socket_dir});
+            let keys = keys.as_object().cloned().unwrap_or_default();
+            let auto = AutoConfig::new(&args.cni_conf_dir, args.readiness_indicator_file.as_deref(), keys);
+            let (stop, interval) = (auto_config_stop.clone(), Duration::from_millis(args.poll_interval_ms));
+            std::thread::spawn(move || auto.run(interval, &stop))
+        });
         tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: stopping"),
@@ -143,6 +164,12 @@ pub fn run(args: &RunArgs, config: PoolConfig) -> anyhow::Result<()> {
         tracing::info!("serving CNI on {}", cni_server::socket_path(&args.socket_dir).display());
         let cni = cni_server::serve(listener, service, stopped(stop_rx.clone()));
         let (device_plugin, ()) = tokio::join!(plugin::run(config, options, stopped(stop_rx)), cni);
+        // The CNI config stays: without it pods would start without their secondary networks
+        // until the agent is back.
+        auto_config_stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = auto_config {
+            let _ = thread.join();
+        }
         device_plugin.context("device plugin")
     })
 }

@@ -99,6 +99,10 @@ async fn run_registers_serves_and_cleans_up_on_sigterm() {
     let kubelet_dir = scratch.path().join("kubelet");
     let devinfo_dir = scratch.path().join("devinfo");
     let kubelet = KubeletStandIn::start(&kubelet_dir).await.unwrap();
+    let conf_dir = scratch.path().join("net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let primary = r#"{"cniVersion": "1.0.0", "name": "cbr0", "plugins": [{"type": "bridge"}]}"#;
+    std::fs::write(conf_dir.join("10-primary.conflist"), primary).unwrap();
     let child = agent()
         .args(["run", "--pools"])
         .arg(scratch.path().join("pools.json"))
@@ -110,7 +114,8 @@ async fn run_registers_serves_and_cleans_up_on_sigterm() {
         .arg(&devinfo_dir)
         .arg("--socket-dir")
         .arg(scratch.path().join("run"))
-        .args(["--route-file", "/dev/null"])
+        .args(["--route-file", "/dev/null", "--auto-config", "--poll-interval-ms", "20", "--cni-conf-dir"])
+        .arg(&conf_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -126,6 +131,22 @@ async fn run_registers_serves_and_cleans_up_on_sigterm() {
         .into_inner();
     assert_eq!(stream.message().await.unwrap().unwrap().devices.len(), 2);
 
+    // The CNI config: written, and put back when another plugin renames it.
+    let ours = conf_dir.join("00-plexus.conflist");
+    let wait_for = async |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    wait_for("00-plexus.conflist", &|| ours.exists()).await;
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&ours).unwrap()).unwrap();
+    assert_eq!(written["plugins"][0]["delegates"][0]["name"], "cbr0");
+    assert_eq!(written["plugins"][0]["daemonSocketDir"], scratch.path().join("run").display().to_string());
+    std::fs::rename(&ours, conf_dir.join("00-plexus.conflist.cilium_bak")).unwrap();
+    wait_for("00-plexus.conflist to be put back", &|| ours.exists()).await;
+
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let status = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
     assert!(
@@ -137,6 +158,8 @@ async fn run_registers_serves_and_cleans_up_on_sigterm() {
     assert!(status.stdout.is_empty(), "logs go to stderr");
     let stderr = String::from_utf8(status.stderr).unwrap();
     assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert!(stderr.contains("00-plexus.conflist was renamed to 00-plexus.conflist.cilium_bak"), "{stderr}");
+    assert!(ours.exists(), "the CNI config outlives the agent");
     let sockets: Vec<String> = std::fs::read_dir(kubelet.plugins_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
