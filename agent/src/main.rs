@@ -2,6 +2,7 @@
 
 mod autoconf;
 mod cni_server;
+mod demo;
 mod devices;
 mod discover;
 mod kube_cache;
@@ -68,6 +69,9 @@ enum Command {
     /// Build or remove a simulated SR-IOV node (a fake sysfs tree, optionally real links).
     #[command(subcommand)]
     Sim(SimCommand),
+    /// The whole node on this machine (root): a simulated node, the agent, pods attached
+    /// through the plexus binary; then everything removed, checked.
+    Demo,
 }
 
 /// What the pool commands share.
@@ -146,6 +150,7 @@ fn main() -> ExitCode {
         Command::Trace { socket_dir, count, output } => trace(&socket_dir, count, output),
         Command::Sim(SimCommand::Up(args)) => sim::up(&args),
         Command::Sim(SimCommand::Down { root }) => sim::down(&root),
+        Command::Demo => demo::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,13 +3,15 @@
 //! `trace` and on /metrics; killed, the binary fails ADD at once and does DEL itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod apiserver;
+mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::plexus_binary;
+use plexus_agent::apistandin::ApiStandIn;
 use plexus_device_plugin::standin::KubeletStandIn;
 use plexus_hw::netns::Netns;
 use plexus_hw::sim::{ScratchDir, SimNode, SimSpec};
@@ -17,17 +19,6 @@ use serde_json::{Value, json};
 
 const POOLS: &str =
     r#"{"resourceList": [{"resourceName": "sriov_net", "selectors": {"drivers": ["iavf"]}}]}"#;
-
-/// The `plexus` binary next to the agent's, built when missing.
-fn plexus_binary() -> PathBuf {
-    let binary = Path::new(env!("CARGO_BIN_EXE_plexus-agent")).with_file_name("plexus");
-    if !binary.exists() {
-        let status =
-            Command::new(env!("CARGO")).args(["build", "-q", "-p", "plexus-cni", "--bin", "plexus"]).status();
-        assert!(status.unwrap().success());
-    }
-    binary
-}
 
 struct Node {
     scratch: ScratchDir,
@@ -346,7 +337,7 @@ async fn a_burst_of_64_concurrent_adds_is_queued_not_held_in_memory() {
 }
 
 /// The single objects the API server was asked for (GETs that are not a list or a watch).
-fn object_gets(api: &apiserver::ApiServer) -> Vec<String> {
+fn object_gets(api: &ApiStandIn) -> Vec<String> {
     api.requests()
         .into_iter()
         .filter(|r| r.method == "GET" && r.path.contains("/namespaces/"))
@@ -374,7 +365,7 @@ async fn with_kubernetes_pods_get_their_allocated_vfs_from_watched_nads() {
     const RESOURCE: &str = "intel.com/sriov_net";
     let mut node = Node::new("kube").await;
     let kubelet = KubeletStandIn::start(&node.scratch.path().join("kubelet")).await.unwrap();
-    let api = apiserver::ApiServer::start().await;
+    let api = ApiStandIn::start().await.unwrap();
     let kubeconfig = node.scratch.path().join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
     let noop = json!({"cniVersion": "1.0.0", "name": "noop", "type": "static",

@@ -64,6 +64,20 @@ fn delegate_args(invocation: &Invocation) -> String {
     args.join(";")
 }
 
+/// Gives a delegate device `id` of `resource`: `deviceID` in its runtimeConfig, `deviceID` and
+/// `pciBusID` in its plugins. Returns what the attachment records.
+fn inject_device(
+    runtime_config: &mut Map<String, Value>,
+    injected: &mut Map<String, Value>,
+    resource: &str,
+    id: String,
+) -> (String, String) {
+    runtime_config.insert("deviceID".into(), json!(id));
+    injected.insert("deviceID".into(), json!(id));
+    injected.insert("pciBusID".into(), json!(id));
+    (resource.to_owned(), id)
+}
+
 /// A config with the injected keys set, as the delegate gets it.
 fn effective_config(config: &NetworkConfig, injected: &Map<String, Value>) -> NetworkConfig {
     let mut config = config.clone();
@@ -155,8 +169,10 @@ impl MetaPlugin<'_> {
         let annotation = |key: &str| pod.and_then(|p| p.annotations.get(key)).map(String::as_str);
         let mut plan = Vec::new();
 
-        // The cluster network.
-        let (name, found, selection) = if let Some(text) = annotation(DEFAULT_NETWORK_ANNOTATION) {
+        // The cluster network (a NAD of it with a resourceName takes the pod's first device, as
+        // in Multus: a pod whose eth0 is a VF).
+        let mut taken: BTreeMap<String, (Vec<String>, usize)> = BTreeMap::new();
+        let (name, found, selection, resource) = if let Some(text) = annotation(DEFAULT_NETWORK_ANNOTATION) {
             let mut elements = selection::parse(DEFAULT_NETWORK_ANNOTATION, text)?;
             if elements.len() != 1 {
                 return Err(Self::invalid(format!(
@@ -165,11 +181,11 @@ impl MetaPlugin<'_> {
             }
             let element = elements.remove(0);
             let ns = element.namespace.clone().unwrap_or_else(|| self.config.multus_namespace.clone());
-            let (name, found, _) = self.reference(&format!("{ns}/{}", element.name), &ns)?;
-            (name, found, Some(element))
+            let (name, found, resource) = self.reference(&format!("{ns}/{}", element.name), &ns)?;
+            (name, found, Some(element), resource)
         } else if let Some(reference) = &self.config.cluster_network {
-            let (name, found, _) = self.reference(reference, &self.config.multus_namespace)?;
-            (name, found, None)
+            let (name, found, resource) = self.reference(reference, &self.config.multus_namespace)?;
+            (name, found, None, resource)
         } else {
             let config = self
                 .config
@@ -179,17 +195,25 @@ impl MetaPlugin<'_> {
                 .ok_or_else(|| Self::invalid("no cluster network"))?;
             let name = config.name().unwrap_or("cluster-network").to_owned();
             let text = config.to_value().to_string();
-            (name, Found { config, text }, None)
+            (name, Found { config, text }, None, None)
         };
+        let mut runtime_config = self.config.runtime_config.clone();
+        let mut injected = Map::new();
+        let mut device = None;
+        if let (Some(resource), Some(pod)) = (&resource, pod)
+            && let Some(id) = self.next_device(&mut taken, resource, pod, &name)?
+        {
+            device = Some(inject_device(&mut runtime_config, &mut injected, resource, id));
+        }
         plan.push(Attachment {
             name,
             ifname: self.invocation.ifname.clone(),
             cluster_network: true,
             found,
             selection,
-            runtime_config: self.config.runtime_config.clone(),
-            injected: Map::new(),
-            device: None,
+            runtime_config,
+            injected,
+            device,
         });
 
         let pod_namespace = pod.map(|p| p.namespace.as_str());
@@ -248,7 +272,6 @@ impl MetaPlugin<'_> {
         }
 
         // Each attachment of a resource takes the pod's next device of it, in sorted order.
-        let mut taken: BTreeMap<String, (Vec<String>, usize)> = BTreeMap::new();
         for (position, (name, found, selection, resource)) in secondaries.into_iter().enumerate() {
             let ifname = selection
                 .as_ref()
@@ -278,26 +301,10 @@ impl MetaPlugin<'_> {
             }
             let chosen = selection.as_ref().and_then(|s| s.device_id.clone());
             let mut device = None;
-            if let (None, Some(resource), Some(devices), Some(pod)) = (chosen, &resource, self.devices, pod) {
-                if !taken.contains_key(resource) {
-                    let ids = crate::phases::timed("devices", || devices.allocated(pod, resource))?;
-                    taken.insert(resource.clone(), (ids, 0));
-                }
-                let (ids, next) =
-                    taken.get_mut(resource).ok_or_else(|| Self::invalid("device bookkeeping"))?;
-                let id = ids.get(*next).cloned().ok_or_else(|| {
-                    Self::invalid(format!(
-                        "network {name} needs a device of resource {resource}, but pod {}/{} was allocated {} of it (one per attachment; request more in the pod's resources)",
-                        pod.namespace,
-                        pod.name,
-                        ids.len()
-                    ))
-                })?;
-                *next += 1;
-                runtime_config.insert("deviceID".into(), json!(id));
-                injected.insert("deviceID".into(), json!(id));
-                injected.insert("pciBusID".into(), json!(id));
-                device = Some((resource.clone(), id));
+            if let (None, Some(resource), Some(pod)) = (chosen, &resource, pod)
+                && let Some(id) = self.next_device(&mut taken, resource, pod, &name)?
+            {
+                device = Some(inject_device(&mut runtime_config, &mut injected, resource, id));
             }
             plan.push(Attachment {
                 name,
@@ -332,6 +339,33 @@ impl MetaPlugin<'_> {
             }
         }
         Ok(plan)
+    }
+
+    /// The next of `pod`'s devices of `resource` for network `name`: each attachment of a
+    /// resource takes the next one, in sorted order. `None` without a device source.
+    fn next_device(
+        &self,
+        taken: &mut BTreeMap<String, (Vec<String>, usize)>,
+        resource: &str,
+        pod: &Pod,
+        name: &str,
+    ) -> Result<Option<String>, CniError> {
+        let Some(devices) = self.devices else { return Ok(None) };
+        if !taken.contains_key(resource) {
+            let ids = crate::phases::timed("devices", || devices.allocated(pod, resource))?;
+            taken.insert(resource.to_owned(), (ids, 0));
+        }
+        let (ids, next) = taken.get_mut(resource).ok_or_else(|| Self::invalid("device bookkeeping"))?;
+        let id = ids.get(*next).cloned().ok_or_else(|| {
+            Self::invalid(format!(
+                "network {name} needs a device of resource {resource}, but pod {}/{} was allocated {} of it (one per attachment; request more in the pod's resources)",
+                pod.namespace,
+                pod.name,
+                ids.len()
+            ))
+        })?;
+        *next += 1;
+        Ok(Some(id))
     }
 
     fn wait_for_readiness(&self, timeout: Duration) -> Result<(), CniError> {

@@ -1,15 +1,18 @@
-//! An API-server test double over real HTTP, for an agent running as its own process: it
-//! serves objects put into it to list (with `fieldSelector=spec.nodeName=`) and to watch
-//! (chunked, one event per line, from the listed resourceVersion on), answers GET of one
-//! object, merges PATCHes of `pods/<name>/status` into the pod's annotations, accepts POSTed
-//! Events, and records every request.
+//! A stand-in for the Kubernetes API server, over real HTTP, for the demo and the tests: the
+//! agent runs against it exactly as against a cluster (its kube-rs client, reflectors, status
+//! patches and Events). It serves the objects put into it to list (with
+//! `fieldSelector=spec.nodeName=`) and to watch (chunked, one event per line, from the listed
+//! resourceVersion on), answers GET of one object, merges PATCHes of `pods/<name>/status` into
+//! the pod's annotations, accepts POSTed Events, and records every request. Nothing else of the
+//! API (no auth, no validation, no other verbs).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 
@@ -22,7 +25,7 @@ pub struct Request {
     pub body: Value,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Store {
     /// Object path -> object.
     objects: BTreeMap<String, Value>,
@@ -32,9 +35,9 @@ struct Store {
     delivered: Vec<(String, String)>,
 }
 
-/// The double; it serves until the runtime it was started on ends.
-#[derive(Clone)]
-pub struct ApiServer {
+/// The stand-in; it serves until the runtime it was started on ends.
+#[derive(Debug, Clone)]
+pub struct ApiStandIn {
     store: Arc<Mutex<Store>>,
     changes: broadcast::Sender<(u64, String, Value)>,
     addr: SocketAddr,
@@ -49,36 +52,36 @@ fn collection(path: &str) -> String {
     }
 }
 
+/// `%3D` -> `=`; what kube-rs escapes in query values.
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok()))
+            .flatten();
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
                 i += 3;
             }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
+            None => {
+                out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
                 i += 1;
             }
         }
     }
-    String::from_utf8(out).unwrap()
+    String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Whether `object` passes a `fieldSelector` (only `spec.nodeName=<node>` is understood).
+/// Whether `object` passes the request's `fieldSelector` (only `spec.nodeName=<node>` is
+/// understood; any other selector selects nothing, so a client relying on it notices).
 fn selected(object: &Value, query: &BTreeMap<String, String>) -> bool {
     match query.get("fieldSelector") {
         None => true,
         Some(selector) => {
-            let node = selector.strip_prefix("spec.nodeName=").expect("only spec.nodeName is served");
-            object["spec"]["nodeName"] == node
+            selector.strip_prefix("spec.nodeName=").is_some_and(|node| object["spec"]["nodeName"] == node)
         }
     }
 }
@@ -88,35 +91,41 @@ fn status(code: u16, message: &str) -> Value {
            "reason": if code == 404 { "NotFound" } else { "BadRequest" }, "message": message})
 }
 
-impl ApiServer {
-    pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = Self {
-            store: Arc::default(),
-            changes: broadcast::channel(256).0,
-            addr: listener.local_addr().unwrap(),
-        };
+fn version_of(object: &Value) -> u64 {
+    object["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+impl ApiStandIn {
+    /// Listens on a free port of 127.0.0.1, serving on the current runtime.
+    pub async fn start() -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let server =
+            Self { store: Arc::default(), changes: broadcast::channel(256).0, addr: listener.local_addr()? };
         let serving = server.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 tokio::spawn(serving.clone().connection(stream));
             }
         });
-        server
+        Ok(server)
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A kubeconfig for this server (JSON is YAML).
     pub fn kubeconfig(&self) -> String {
-        json!({"apiVersion": "v1", "kind": "Config", "current-context": "double",
-               "clusters": [{"name": "double", "cluster": {"server": format!("http://{}", self.addr)}}],
+        json!({"apiVersion": "v1", "kind": "Config", "current-context": "standin",
+               "clusters": [{"name": "standin", "cluster": {"server": format!("http://{}", self.addr)}}],
                "users": [{"name": "agent", "user": {}}],
-               "contexts": [{"name": "double", "context": {"cluster": "double", "user": "agent"}}]})
+               "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "agent"}}]})
         .to_string()
     }
 
     /// Creates or replaces the object at `path`, telling the watches.
     pub fn put(&self, path: &str, mut object: Value) {
-        let mut store = self.store.lock().unwrap();
+        let mut store = self.store();
         store.version += 1;
         let version = store.version;
         object["metadata"]["resourceVersion"] = json!(version.to_string());
@@ -128,6 +137,7 @@ impl ApiServer {
         let _ = self.changes.send((version, collection(path), json!({"type": kind, "object": object})));
     }
 
+    /// A pod on `node` with one container, `app`.
     pub fn pod(&self, namespace: &str, name: &str, node: &str, annotations: Value) {
         let pod = json!({"apiVersion": "v1", "kind": "Pod",
                          "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}"),
@@ -137,6 +147,7 @@ impl ApiServer {
         self.put(&format!("/api/v1/namespaces/{namespace}/pods/{name}"), pod);
     }
 
+    /// A NetworkAttachmentDefinition with `config` as its `spec.config`.
     pub fn nad(&self, namespace: &str, name: &str, annotations: Value, config: &Value) {
         let nad = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
                          "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
@@ -147,56 +158,25 @@ impl ApiServer {
         );
     }
 
+    /// The object at `path`, as it is now.
     pub fn object(&self, path: &str) -> Option<Value> {
-        self.store.lock().unwrap().objects.get(path).cloned()
+        self.store().objects.get(path).cloned()
     }
 
+    /// Every request received, in order.
     pub fn requests(&self) -> Vec<Request> {
-        self.store.lock().unwrap().requests.clone()
+        self.store().requests.clone()
     }
 
     /// Whether the object `name` of `collection` was written to a watch.
     pub fn delivered(&self, collection: &str, name: &str) -> bool {
-        self.store.lock().unwrap().delivered.iter().any(|(c, n)| c == collection && n == name)
+        self.store().delivered.iter().any(|(c, n)| c == collection && n == name)
     }
 
     async fn connection(self, stream: TcpStream) {
         let (read, mut write) = stream.into_split();
-        let mut reader = BufReader::new(read);
-        let mut line = String::new();
-        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
-            return;
-        }
-        let mut words = line.split_whitespace();
-        let method = words.next().unwrap_or_default().to_owned();
-        let target = words.next().unwrap_or_default().to_owned();
-        let mut length = 0;
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).await.unwrap_or(0) == 0 || line == "\r\n" {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).await.unwrap();
-        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-        let query: BTreeMap<String, String> = query
-            .split('&')
-            .filter_map(|pair| pair.split_once('='))
-            .map(|(k, v)| (k.to_owned(), percent_decode(v)))
-            .collect();
-        let request = Request {
-            method,
-            path: path.to_owned(),
-            query,
-            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-        };
-        self.store.lock().unwrap().requests.push(request.clone());
+        let Some(request) = read_request(BufReader::new(read)).await else { return };
+        self.store().requests.push(request.clone());
         if request.method == "GET" && request.query.get("watch").is_some_and(|w| w == "true") {
             self.watch(&request, &mut write).await;
             return;
@@ -211,11 +191,14 @@ impl ApiServer {
     }
 
     fn answer(&self, request: &Request) -> (u16, Value) {
-        let store = self.store.lock().unwrap();
+        let store = self.store();
         match request.method.as_str() {
             "GET" => {
                 if let Some(object) = store.objects.get(&request.path) {
                     return (200, object.clone());
+                }
+                if request.path.contains("/namespaces/") {
+                    return (404, status(404, &format!("{} not found", request.path)));
                 }
                 let items: Vec<Value> = store
                     .objects
@@ -225,9 +208,6 @@ impl ApiServer {
                     })
                     .map(|(_, object)| object.clone())
                     .collect();
-                if items.is_empty() && request.path.contains("/namespaces/") {
-                    return (404, status(404, &format!("{} not found", request.path)));
-                }
                 let kind = if request.path.ends_with("/pods") {
                     "PodList"
                 } else {
@@ -245,11 +225,12 @@ impl ApiServer {
                     return (404, status(404, &format!("{path} not found")));
                 };
                 drop(store);
-                for (key, value) in request.body["metadata"]["annotations"].as_object().unwrap() {
+                for (key, value) in request.body["metadata"]["annotations"].as_object().into_iter().flatten()
+                {
                     object["metadata"]["annotations"][key] = value.clone();
                 }
-                self.put(&path, object.clone());
-                (200, self.object(&path).unwrap())
+                self.put(&path, object);
+                (200, self.object(&path).unwrap_or_default())
             }
             "POST" if request.path.ends_with("/events") => (201, request.body.clone()),
             _ => (400, status(400, &format!("{} {} is not served", request.method, request.path))),
@@ -258,20 +239,16 @@ impl ApiServer {
 
     /// Streams the objects of the request's collection changed after its resourceVersion,
     /// then every later change, until the client goes away.
-    async fn watch(&self, request: &Request, write: &mut tokio::net::tcp::OwnedWriteHalf) {
+    async fn watch(&self, request: &Request, write: &mut OwnedWriteHalf) {
         let since: u64 = request.query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+        // Subscribed under the lock that the backlog is read under: no change falls between.
         let (mut changes, backlog) = {
-            let store = self.store.lock().unwrap();
+            let store = self.store();
             let backlog: Vec<(u64, Value)> = store
                 .objects
                 .iter()
-                .filter(|(path, _)| collection(path) == request.path)
-                .map(|(_, object)| {
-                    let version: u64 =
-                        object["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
-                    (version, json!({"type": "ADDED", "object": object}))
-                })
-                .filter(|(version, _)| *version > since)
+                .filter(|(path, object)| collection(path) == request.path && version_of(object) > since)
+                .map(|(_, object)| (version_of(object), json!({"type": "ADDED", "object": object})))
                 .collect();
             (self.changes.subscribe(), backlog)
         };
@@ -287,21 +264,13 @@ impl ApiServer {
             }
         }
         while let Ok((version, path, event)) = changes.recv().await {
-            if version <= sent || path != request.path {
-                continue;
-            }
-            if !self.send(request, write, &event).await {
+            if version > sent && path == request.path && !self.send(request, write, &event).await {
                 return;
             }
         }
     }
 
-    async fn send(
-        &self,
-        request: &Request,
-        write: &mut tokio::net::tcp::OwnedWriteHalf,
-        event: &Value,
-    ) -> bool {
+    async fn send(&self, request: &Request, write: &mut OwnedWriteHalf, event: &Value) -> bool {
         if !selected(&event["object"], &request.query) {
             return true;
         }
@@ -311,7 +280,43 @@ impl ApiServer {
             return false;
         }
         let name = event["object"]["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        self.store.lock().unwrap().delivered.push((request.path.clone(), name));
+        self.store().delivered.push((request.path.clone(), name));
         true
     }
+}
+
+/// One HTTP/1.1 request: the request line, the headers (only Content-Length is used) and the
+/// body. `None` when the client sent no whole request.
+async fn read_request(mut reader: BufReader<OwnedReadHalf>) -> Option<Request> {
+    let mut line = String::new();
+    reader.read_line(&mut line).await.ok().filter(|n| *n > 0)?;
+    let mut words = line.split_whitespace();
+    let method = words.next()?.to_owned();
+    let target = words.next()?.to_owned();
+    let mut length = 0;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).await.ok()? == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.ok()?;
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let query = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+        .collect();
+    Some(Request {
+        method,
+        path: path.to_owned(),
+        query,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    })
 }
