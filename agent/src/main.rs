@@ -5,6 +5,7 @@ mod cni_server;
 mod demo;
 mod devices;
 mod discover;
+mod install;
 mod kube_cache;
 mod logging;
 mod metrics;
@@ -69,6 +70,16 @@ enum Command {
     /// Build or remove a simulated SR-IOV node (a fake sysfs tree, optionally real links).
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Install the plexus CNI binary into the node's CNI bin directory (atomically: a running
+    /// plexus is never overwritten in place).
+    InstallCni {
+        /// The binary to install (default: `plexus` next to this program).
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// The CNI bin directory.
+        #[arg(long, default_value = plexus_cni::multus::config::DEFAULT_BIN_DIR)]
+        bin_dir: PathBuf,
+    },
     /// The whole node on this machine (root): a simulated node, the agent, pods attached
     /// through the plexus binary; then everything removed, checked.
     Demo,
@@ -135,6 +146,16 @@ fn trace(socket_dir: &std::path::Path, count: usize, output: Output) -> anyhow::
     Ok(())
 }
 
+fn install_cni(from: Option<PathBuf>, bin_dir: &std::path::Path) -> anyhow::Result<()> {
+    let from = match from {
+        Some(from) => from,
+        None => std::env::current_exe()?.with_file_name("plexus"),
+    };
+    let target = install::install(&from, bin_dir)?;
+    println!("installed {} as {}", from.display(), target.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = logging::init(cli.log_level.as_deref()) {
@@ -151,6 +172,7 @@ fn main() -> ExitCode {
         Command::Sim(SimCommand::Up(args)) => sim::up(&args),
         Command::Sim(SimCommand::Down { root }) => sim::down(&root),
         Command::Demo => demo::run(),
+        Command::InstallCni { from, bin_dir } => install_cni(from, &bin_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,7 +20,7 @@ pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
 /// See [`DEFAULT_CONF_DIR`].
 pub const DEFAULT_MULTUS_NAMESPACE: &str = "kube-system";
 /// Where the agent's socket is, for the `plexus` binary to forward calls to.
-pub const DEFAULT_DAEMON_SOCKET_DIR: &str = "/run/plexus";
+pub const DEFAULT_DAEMON_SOCKET_DIR: &str = crate::forward::DEFAULT_SOCKET_DIR;
 
 /// The parsed meta-plugin config.
 #[derive(Debug, Clone, PartialEq)]
