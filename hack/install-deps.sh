@@ -12,7 +12,10 @@ need_root() {
 }
 need_root
 
-packages=(iproute2 containernetworking-plugins util-linux)
+# OVS-DPDK and dpdk-testpmd for the vhost-user tests (started by the tests, under temporary
+# directories; the packages' own services are not used).
+packages=(iproute2 containernetworking-plugins util-linux
+    openvswitch-switch-dpdk dpdk dpdk-dev librte-net-virtio23 librte-mempool-ring23)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use plexus_cni::delegate::Registry;
 use plexus_cni::entry::{self, Context};
 use plexus_cni::forward::{MAX_MESSAGE, Request, Response, SOCKET_NAME};
-use plexus_cni::multus::cluster::{Cluster, Nad, NetworkStatus, Pod};
+use plexus_cni::multus::cluster::Cluster;
 use plexus_cni::multus::config::MetaConfig;
 use plexus_cni::multus::devices::Devices;
 use plexus_cni::multus::kube::KubeCluster;
@@ -55,24 +55,6 @@ impl std::fmt::Debug for CniService {
     }
 }
 
-/// One borrowed handle on the shared cluster, as the meta-plugin takes it.
-struct SharedRef(SharedCluster);
-
-impl Cluster for SharedRef {
-    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, CniError> {
-        self.0.pod(namespace, name)
-    }
-    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, CniError> {
-        self.0.nad(namespace, name)
-    }
-    fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), CniError> {
-        self.0.set_network_status(pod, status)
-    }
-    fn event(&self, pod: &Pod, reason: &str, message: &str, warning: bool) {
-        self.0.event(pod, reason, message, warning)
-    }
-}
-
 impl CniService {
     /// Calls run with the delegates of `registry`, `cluster` when the agent has API access,
     /// at most `max_parallel` at once.
@@ -94,7 +76,7 @@ impl CniService {
         // or in-cluster), as the binary would do.
         let factory = move |config: &MetaConfig| -> Result<Option<Box<dyn Cluster>>, CniError> {
             match cluster.clone() {
-                Some(shared) => Ok(Some(Box::new(SharedRef(shared)) as Box<dyn Cluster>)),
+                Some(shared) => Ok(Some(Box::new(shared) as Box<dyn Cluster>)),
                 None => Ok(KubeCluster::from_config(config)?.map(|c| Box::new(c) as Box<dyn Cluster>)),
             }
         };

@@ -14,7 +14,7 @@ use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use plexus_cni::multus::cluster::{Cluster, Nad, NetworkStatus, Pod};
+use plexus_cni::multus::cluster::{Cluster, Nad, NetworkStatus, Pod, SHARED_DIR_VOLUME, pod_from};
 use plexus_cni::multus::kube::{KubeCluster, nad_resource};
 use plexus_cni::spec::CniError;
 
@@ -36,10 +36,31 @@ impl std::fmt::Debug for KubeCache {
     }
 }
 
-/// What CNI reads of a pod: its identity and annotations. The rest (spec, status, managed
-/// fields) would cost the cache memory for every pod of the node.
+/// What CNI reads of a pod: its identity, annotations and its `shared-dir` volume with where
+/// it is mounted. The rest (spec, status, managed fields) would cost the cache memory for
+/// every pod of the node.
 fn trim(pod: &mut KubePod) {
-    pod.spec = None;
+    if let Some(spec) = pod.spec.take() {
+        let volumes: Vec<_> =
+            spec.volumes.into_iter().flatten().filter(|v| v.name == SHARED_DIR_VOLUME).collect();
+        let containers = spec
+            .containers
+            .into_iter()
+            .map(|c| k8s_openapi::api::core::v1::Container {
+                name: c.name,
+                volume_mounts: c
+                    .volume_mounts
+                    .map(|m| m.into_iter().filter(|m| m.name == SHARED_DIR_VOLUME).collect()),
+                ..Default::default()
+            })
+            .collect();
+        let kept = k8s_openapi::api::core::v1::PodSpec {
+            volumes: (!volumes.is_empty()).then_some(volumes),
+            containers,
+            ..Default::default()
+        };
+        pod.spec = Some(kept);
+    }
     pod.status = None;
     pod.metadata.managed_fields = None;
     pod.metadata.labels = None;
@@ -84,12 +105,7 @@ impl KubeCache {
 
     fn cached_pod(&self, namespace: &str, name: &str) -> Option<Pod> {
         let pod = self.pods.get(&ObjectRef::new(name).within(namespace))?;
-        Some(Pod {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            uid: pod.metadata.uid.clone().unwrap_or_default(),
-            annotations: pod.metadata.annotations.clone().unwrap_or_default(),
-        })
+        Some(Pod { namespace: namespace.to_owned(), name: name.to_owned(), ..pod_from(&pod) })
     }
 }
 
@@ -127,6 +143,14 @@ impl Cluster for KubeCache {
 
     fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), CniError> {
         self.api.set_network_status(pod, status)
+    }
+
+    fn set_annotations(
+        &self,
+        pod: &Pod,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), CniError> {
+        self.api.set_annotations(pod, annotations)
     }
 
     fn event(&self, pod: &Pod, reason: &str, message: &str, warning: bool) {

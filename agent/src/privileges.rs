@@ -5,7 +5,8 @@
 //! - `CAP_SYS_ADMIN`: `setns` into pod network namespaces, bind mounts;
 //! - `CAP_SYS_PTRACE`: opening `/proc/<pid>/ns/net` of a container whose processes run as
 //!   another user (runtimes that name the netns by pid do so);
-//! - `CAP_NET_RAW`: for the delegate plugins the agent runs, which send gratuitous ARPs.
+//! - `CAP_NET_RAW`: for the delegate plugins the agent runs, which send gratuitous ARPs;
+//! - `CAP_CHOWN`: giving a vhost-user socket to the group a NAD names (`vhost.group`).
 //!
 //! Capabilities belong to threads, and a thread gets its creator's when it is made: so they are
 //! dropped before the runtime starts its first thread, and every later thread has only these.
@@ -15,7 +16,8 @@
 use caps::{CapSet, Capability, CapsHashSet};
 
 /// What the agent keeps.
-pub const KEPT: [Capability; 4] = [
+pub const KEPT: [Capability; 5] = [
+    Capability::CAP_CHOWN,
     Capability::CAP_NET_ADMIN,
     Capability::CAP_SYS_ADMIN,
     Capability::CAP_SYS_PTRACE,

@@ -58,6 +58,12 @@ pub struct RunArgs {
     /// readiness), and make ADD wait for it.
     #[arg(long)]
     pub readiness_indicator_file: Option<PathBuf>,
+    /// ovsdb-server's socket, for vhost-user attachments (`"type": "userspace"`).
+    #[arg(long, default_value = plexus_cni::userspace::config::DEFAULT_OVSDB_SOCKET)]
+    pub ovsdb_socket: PathBuf,
+    /// ovs-vswitchd's run directory, where it makes server-mode vhost-user sockets.
+    #[arg(long, default_value = plexus_cni::userspace::config::DEFAULT_OVS_RUN_DIR)]
+    pub ovs_run_dir: PathBuf,
     /// This node's name, for the pod watch (default: $NODE_NAME, else the hostname).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -101,7 +107,16 @@ pub fn run(args: &RunArgs, config: PoolConfig) -> anyhow::Result<()> {
     options.devinfo_dir = args.devinfo_dir.clone();
     options.route_file = args.pools.route_file.clone();
     options.poll_interval = Duration::from_millis(args.poll_interval_ms);
-    let registry = plexus_cni::entry::builtin_registry_for(&sysfs).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let userspace = plexus_cni::userspace::Userspace {
+        ovsdb_socket: args.ovsdb_socket.clone(),
+        ovs_run_dir: args.ovs_run_dir.clone(),
+        kubelet_dir: args.kubelet_dir.clone(),
+        run_dir: args.socket_dir.clone(),
+        devinfo_dir: args.devinfo_dir.clone(),
+        ..Default::default()
+    };
+    let registry =
+        plexus_cni::entry::builtin_registry_for(&sysfs, userspace).map_err(|e| anyhow::anyhow!("{e}"))?;
     let metrics = Arc::new(Metrics::default());
     let kept = crate::privileges::drop_to_kept().context("dropping capabilities")?;
     let mut kept: Vec<String> = kept.iter().map(ToString::to_string).collect();

@@ -159,11 +159,11 @@ impl Drop for Node {
     }
 }
 
-/// Every thread of process `pid` has NET_ADMIN, NET_RAW, SYS_ADMIN and SYS_PTRACE and
+/// Every thread of process `pid` has NET_ADMIN, NET_RAW, SYS_ADMIN, SYS_PTRACE and CHOWN and
 /// nothing else in its effective, permitted and bounding sets, and none inheritable or ambient.
 fn assert_keeps_only_its_capabilities(pid: u32) {
-    // Bits of linux/capability.h: NET_RAW 13, NET_ADMIN 12, SYS_PTRACE 19, SYS_ADMIN 21.
-    let kept: u64 = (1 << 12) | (1 << 13) | (1 << 19) | (1 << 21);
+    // Bits of linux/capability.h: CHOWN 0, NET_ADMIN 12, NET_RAW 13, SYS_PTRACE 19, SYS_ADMIN 21.
+    let kept: u64 = 1 | (1 << 12) | (1 << 13) | (1 << 19) | (1 << 21);
     let tasks: Vec<_> =
         std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().map(|t| t.unwrap().path()).collect();
     assert!(tasks.len() > 1, "the runtime's threads too");

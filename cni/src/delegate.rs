@@ -11,12 +11,15 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::multus::cluster::Cluster;
 use crate::spec::conf::capabilities;
 use crate::spec::{CniError, Command, ErrorCode, Invocation, NetworkConfig};
 
 /// A delegate type implemented inside Plexus: it gets what a binary would get (the
 /// invocation, the interface name and the plugin config) and answers what a binary would
-/// print (the ADD result).
+/// print (the ADD result). Under the meta-plugin it also gets the meta-plugin's Kubernetes
+/// access, where a binary would need a kubeconfig of its own (the userspace delegate reads
+/// the pod's volumes and annotates it).
 pub trait InProcessPlugin: Send + Sync {
     /// Runs `command` for interface `ifname` with the plugin config `config`.
     fn call(
@@ -25,6 +28,7 @@ pub trait InProcessPlugin: Send + Sync {
         invocation: &Invocation,
         ifname: &str,
         config: &Value,
+        cluster: Option<&dyn Cluster>,
     ) -> Result<Option<Value>, CniError>;
 }
 
@@ -52,17 +56,25 @@ impl Registry {
 }
 
 /// Finds and runs delegates.
-#[derive(Debug, Clone)]
-pub struct Delegator {
+#[derive(Clone)]
+pub struct Delegator<'a> {
     /// Where binaries are looked for: `binDir`, then CNI_PATH.
     dirs: Vec<PathBuf>,
     registry: Registry,
+    /// Given to in-process delegates.
+    cluster: Option<&'a dyn Cluster>,
+}
+
+impl std::fmt::Debug for Delegator<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delegator").field("dirs", &self.dirs).field("registry", &self.registry).finish()
+    }
 }
 
 /// What a conflist's ADD produced: the final result, as the last plugin printed it.
 pub type AddResult = Value;
 
-impl Delegator {
+impl<'a> Delegator<'a> {
     /// Looks for binaries in `bin_dir` first, then in `cni_path`.
     pub fn new(bin_dir: Option<&Path>, cni_path: &[PathBuf], registry: Registry) -> Self {
         let mut dirs: Vec<PathBuf> = bin_dir.map(Path::to_path_buf).into_iter().collect();
@@ -71,7 +83,14 @@ impl Delegator {
                 dirs.push(dir.clone());
             }
         }
-        Self { dirs, registry }
+        Self { dirs, registry, cluster: None }
+    }
+
+    /// Gives in-process delegates `cluster`.
+    #[must_use]
+    pub fn with_cluster(mut self, cluster: Option<&'a dyn Cluster>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// The CNI_PATH delegates get, so they find their own IPAM plugins where we found them.
@@ -111,7 +130,7 @@ impl Delegator {
     ) -> Result<Option<Value>, CniError> {
         let plugin_type = config.get("type").and_then(Value::as_str).unwrap_or_default();
         if let Some(plugin) = self.registry.get(plugin_type) {
-            return plugin.call(command, invocation, ifname, config);
+            return plugin.call(command, invocation, ifname, config, self.cluster);
         }
         self.exec(plugin_type, command, invocation, ifname, config)
     }

@@ -43,20 +43,25 @@ impl std::fmt::Debug for Context<'_> {
     }
 }
 
-/// The delegates built into Plexus: `sriov`.
+/// The delegates built into Plexus: `sriov`, `userspace`.
 pub fn builtin_registry() -> Registry {
     let mut registry = Registry::default();
     registry.register("sriov", Arc::new(SriovFromEnv));
+    registry.register("userspace", Arc::new(crate::userspace::Userspace::default()));
     registry
 }
 
 /// The delegates built into Plexus, on the node whose sysfs is at `sysfs` (the agent's view
-/// of the node, rather than the environment's).
-pub fn builtin_registry_for(sysfs: &plexus_hw::SysfsRoot) -> Result<Registry, CniError> {
+/// of the node, rather than the environment's), with the node's paths for `userspace`.
+pub fn builtin_registry_for(
+    sysfs: &plexus_hw::SysfsRoot,
+    userspace: crate::userspace::Userspace,
+) -> Result<Registry, CniError> {
     let control = plexus_hw::vf::control_for(sysfs)
         .map_err(|e| CniError::new(ErrorCode::Plugin, format!("sriov: {e}")))?;
     let mut registry = Registry::default();
     registry.register("sriov", Arc::new(crate::sriov::Sriov::new(sysfs.clone(), control)));
+    registry.register("userspace", Arc::new(userspace));
     Ok(registry)
 }
 
@@ -71,8 +76,9 @@ impl InProcessPlugin for SriovFromEnv {
         invocation: &Invocation,
         ifname: &str,
         config: &Value,
+        cluster: Option<&dyn Cluster>,
     ) -> Result<Option<Value>, CniError> {
-        crate::sriov::Sriov::from_env()?.call(command, invocation, ifname, config)
+        crate::sriov::Sriov::from_env()?.call(command, invocation, ifname, config, cluster)
     }
 }
 
@@ -81,6 +87,7 @@ impl InProcessPlugin for SriovFromEnv {
 pub fn builtin_named(name: &str) -> Option<Arc<dyn InProcessPlugin>> {
     match name {
         "sriov" => Some(Arc::new(SriovFromEnv)),
+        "userspace" => Some(Arc::new(crate::userspace::Userspace::default())),
         _ => None,
     }
 }
@@ -103,7 +110,7 @@ pub fn run_plugin(
             CniError::new(ErrorCode::Decode, "the network config is not valid JSON")
                 .with_details(e.to_string())
         })?;
-        plugin.call(invocation.command, &invocation, &invocation.ifname, &config)
+        plugin.call(invocation.command, &invocation, &invocation.ifname, &config, None)
     };
     match call() {
         Ok(Some(value)) => Outcome { stdout: value.to_string(), code: 0 },
@@ -147,7 +154,8 @@ fn call(
         invocation.netns
     );
     let cluster = (context.cluster)(&config)?;
-    let delegator = Delegator::new(Some(&config.bin_dir), &invocation.path, context.registry.clone());
+    let delegator = Delegator::new(Some(&config.bin_dir), &invocation.path, context.registry.clone())
+        .with_cluster(cluster.as_deref());
     let plugin = MetaPlugin {
         config,
         invocation: invocation.clone(),

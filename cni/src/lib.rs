@@ -23,3 +23,4 @@ pub mod phases;
 pub mod routes;
 pub mod spec;
 pub mod sriov;
+pub mod userspace;

@@ -116,7 +116,7 @@ pub struct MetaPlugin<'a> {
     /// Kubernetes, when reachable.
     pub cluster: Option<&'a dyn Cluster>,
     /// How delegates run.
-    pub delegator: Delegator,
+    pub delegator: Delegator<'a>,
     /// Route changes in the pod's namespace.
     pub routes: &'a dyn PodRoutes,
     /// The pod's allocated devices, for NADs naming a resource.
@@ -537,6 +537,11 @@ impl MetaPlugin<'_> {
                         devices.devinfo_dir(),
                         resource,
                         id,
+                        &self.invocation.container_id,
+                        &att.ifname,
+                    ),
+                    (None, Some(devices)) => crate::multus::devices::written_device_info(
+                        devices.devinfo_dir(),
                         &self.invocation.container_id,
                         &att.ifname,
                     ),

@@ -158,7 +158,7 @@ fn add_and_del_with_networks_from_the_api() {
         node.host
             .run(|| {
                 let make = |_: &MetaConfig| -> Result<Option<Box<dyn Cluster>>, CniError> {
-                    Ok(Some(Box::new(Shared(cluster.clone())) as Box<dyn Cluster>))
+                    Ok(Some(Box::new(cluster.clone()) as Box<dyn Cluster>))
                 };
                 let context = Context {
                     registry: Registry::default(),
@@ -192,22 +192,4 @@ fn add_and_del_with_networks_from_the_api() {
     assert!(node.pod_addrs().is_empty());
     assert!(node.reserved_ips().is_empty());
     node.finish();
-}
-
-/// One cluster for several calls.
-struct Shared(Arc<KubeCluster>);
-
-impl Cluster for Shared {
-    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, CniError> {
-        self.0.pod(namespace, name)
-    }
-    fn nad(&self, namespace: &str, name: &str) -> Result<Option<plexus_cni::multus::cluster::Nad>, CniError> {
-        self.0.nad(namespace, name)
-    }
-    fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), CniError> {
-        self.0.set_network_status(pod, status)
-    }
-    fn event(&self, pod: &Pod, reason: &str, message: &str, warning: bool) {
-        self.0.event(pod, reason, message, warning)
-    }
 }

@@ -26,6 +26,45 @@ pub struct Pod {
     pub uid: String,
     /// Annotations.
     pub annotations: BTreeMap<String, String>,
+    /// Its volume named `shared-dir`, where vhost-user sockets go (the userspace plugin's
+    /// convention).
+    pub shared_dir: Option<SharedDir>,
+}
+
+/// The pod's volume named `shared-dir`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SharedDir {
+    /// A hostPath volume's path; `None` for an emptyDir (it is under the kubelet's pods dir).
+    pub host_path: Option<String>,
+    /// Where the pod's first container that mounts it mounts it.
+    pub mount_path: Option<String>,
+}
+
+/// The volume name the userspace plugin's users give the directory they share with the host.
+pub const SHARED_DIR_VOLUME: &str = "shared-dir";
+
+/// A Kubernetes pod as the meta-plugin and the delegates read it.
+pub fn pod_from(pod: &k8s_openapi::api::core::v1::Pod) -> Pod {
+    let spec = pod.spec.as_ref();
+    let shared_dir = spec
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|volumes| volumes.iter().find(|v| v.name == SHARED_DIR_VOLUME))
+        .map(|volume| SharedDir {
+            host_path: volume.host_path.as_ref().map(|h| h.path.clone()),
+            mount_path: spec.and_then(|s| {
+                s.containers
+                    .iter()
+                    .flat_map(|c| c.volume_mounts.iter().flatten())
+                    .find_map(|m| (m.name == SHARED_DIR_VOLUME).then(|| m.mount_path.clone()))
+            }),
+        });
+    Pod {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        annotations: pod.metadata.annotations.clone().unwrap_or_default(),
+        shared_dir,
+    }
 }
 
 /// A NetworkAttachmentDefinition (`k8s.cni.cncf.io/v1`).
@@ -80,6 +119,28 @@ pub trait Cluster {
     fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, CniError>;
     /// Writes the pod's network-status annotation; a pod that is gone is not an error.
     fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), CniError>;
+    /// Sets annotations on the pod (merged with the others; the userspace delegate's
+    /// `userspace/configuration-data`); a pod that is gone is not an error.
+    fn set_annotations(&self, pod: &Pod, annotations: &BTreeMap<String, String>) -> Result<(), CniError>;
     /// Records an Event on the pod (`AddedInterface`, `NoNetworkFound`); best effort.
     fn event(&self, pod: &Pod, reason: &str, message: &str, warning: bool);
+}
+
+/// One cluster shared by several calls (the agent's watch caches, a test's client).
+impl<T: Cluster + ?Sized> Cluster for std::sync::Arc<T> {
+    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, CniError> {
+        (**self).pod(namespace, name)
+    }
+    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, CniError> {
+        (**self).nad(namespace, name)
+    }
+    fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), CniError> {
+        (**self).set_network_status(pod, status)
+    }
+    fn set_annotations(&self, pod: &Pod, annotations: &BTreeMap<String, String>) -> Result<(), CniError> {
+        (**self).set_annotations(pod, annotations)
+    }
+    fn event(&self, pod: &Pod, reason: &str, message: &str, warning: bool) {
+        (**self).event(pod, reason, message, warning)
+    }
 }

@@ -52,6 +52,14 @@ pub fn device_info_for_cni(
     Some(value)
 }
 
+/// The device-info a built-in delegate wrote for the CNI side itself (`userspace`: the
+/// vhost-user socket), when there is one.
+pub fn written_device_info(devinfo_dir: &Path, container_id: &str, ifname: &str) -> Option<Value> {
+    let text =
+        std::fs::read(devinfo_dir.join("cni").join(format!("{container_id}-{ifname}-device.json"))).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
 /// Removes the CNI-side device-info copies of a container.
 pub fn forget_device_info(devinfo_dir: &Path, container_id: &str) {
     let prefix = format!("{container_id}-");

@@ -4,6 +4,7 @@
 //! The [`Cluster`] trait is synchronous (a CNI call is a short-lived process, or a blocking
 //! task of the agent), so the client runs on a runtime of its own.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod as KubePod};
@@ -13,7 +14,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
 
-use super::cluster::{Cluster, NETWORK_STATUS_ANNOTATION, Nad, NetworkStatus, Pod};
+use super::cluster::{Cluster, NETWORK_STATUS_ANNOTATION, Nad, NetworkStatus, Pod, pod_from};
 use super::config::MetaConfig;
 use crate::spec::{CniError, ErrorCode};
 
@@ -112,12 +113,7 @@ impl Cluster for KubeCluster {
             .runtime
             .block_on(api.get_opt(name))
             .map_err(|e| api_error(format!("getting pod {namespace}/{name}"), e))?;
-        Ok(pod.map(|pod| Pod {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            uid: pod.metadata.uid.unwrap_or_default(),
-            annotations: pod.metadata.annotations.unwrap_or_default(),
-        }))
+        Ok(pod.map(|pod| Pod { namespace: namespace.to_owned(), name: name.to_owned(), ..pod_from(&pod) }))
     }
 
     fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, CniError> {
@@ -135,9 +131,16 @@ impl Cluster for KubeCluster {
     }
 
     fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), CniError> {
-        let api: Api<KubePod> = Api::namespaced(self.client.clone(), &pod.namespace);
         let text = serde_json::to_string_pretty(status).unwrap_or_default();
-        let patch = json!({ "metadata": { "annotations": { NETWORK_STATUS_ANNOTATION: text } } });
+        let annotations = BTreeMap::from([(NETWORK_STATUS_ANNOTATION.to_owned(), text)]);
+        self.set_annotations(pod, &annotations)
+            .map_err(|e| e.context(format!("network-status of pod {}/{}", pod.namespace, pod.name)))
+    }
+
+    fn set_annotations(&self, pod: &Pod, annotations: &BTreeMap<String, String>) -> Result<(), CniError> {
+        let api: Api<KubePod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        // Through pods/status, as Multus does: the status subresource is what CNI is granted.
+        let patch = json!({ "metadata": { "annotations": annotations } });
         match self.runtime.block_on(api.patch_status(
             &pod.name,
             &PatchParams::default(),
@@ -146,9 +149,7 @@ impl Cluster for KubeCluster {
             Ok(_) => Ok(()),
             // The pod went away meanwhile: nothing to report on.
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(e) => {
-                Err(api_error(format!("writing network-status of pod {}/{}", pod.namespace, pod.name), e))
-            }
+            Err(e) => Err(api_error(format!("annotating pod {}/{}", pod.namespace, pod.name), e)),
         }
     }
 

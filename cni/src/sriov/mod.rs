@@ -22,6 +22,7 @@ impl InProcessPlugin for Sriov {
         invocation: &Invocation,
         ifname: &str,
         config: &Value,
+        _cluster: Option<&dyn crate::multus::cluster::Cluster>,
     ) -> Result<Option<Value>, CniError> {
         let report = |phases: Phases| {
             for (name, took) in phases.spans {

@@ -208,6 +208,7 @@ impl FakeCluster {
             name: name.into(),
             uid: format!("uid-{name}"),
             annotations: annotations.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+            shared_dir: None,
         });
     }
 
@@ -233,6 +234,18 @@ impl Cluster for FakeCluster {
 
     fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), CniError> {
         self.statuses.lock().unwrap().push((format!("{}/{}", pod.namespace, pod.name), status.to_vec()));
+        Ok(())
+    }
+
+    fn set_annotations(
+        &self,
+        pod: &Pod,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), CniError> {
+        let mut pods = self.pods.lock().unwrap();
+        if let Some(found) = pods.iter_mut().find(|p| p.namespace == pod.namespace && p.name == pod.name) {
+            found.annotations.extend(annotations.clone());
+        }
         Ok(())
     }
 
