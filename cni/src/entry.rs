@@ -43,11 +43,12 @@ impl std::fmt::Debug for Context<'_> {
     }
 }
 
-/// The delegates built into Plexus: `sriov`, `userspace`.
+/// The delegates built into Plexus: `sriov`, `userspace`, `bond`.
 pub fn builtin_registry() -> Registry {
     let mut registry = Registry::default();
     registry.register("sriov", Arc::new(SriovFromEnv));
     registry.register("userspace", Arc::new(crate::userspace::Userspace::default()));
+    registry.register("bond", Arc::new(crate::bond::Bond));
     registry
 }
 
@@ -62,6 +63,7 @@ pub fn builtin_registry_for(
     let mut registry = Registry::default();
     registry.register("sriov", Arc::new(crate::sriov::Sriov::new(sysfs.clone(), control)));
     registry.register("userspace", Arc::new(userspace));
+    registry.register("bond", Arc::new(crate::bond::Bond));
     Ok(registry)
 }
 
@@ -88,6 +90,7 @@ pub fn builtin_named(name: &str) -> Option<Arc<dyn InProcessPlugin>> {
     match name {
         "sriov" => Some(Arc::new(SriovFromEnv)),
         "userspace" => Some(Arc::new(crate::userspace::Userspace::default())),
+        "bond" => Some(Arc::new(crate::bond::Bond)),
         _ => None,
     }
 }

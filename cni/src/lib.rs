@@ -12,6 +12,7 @@
 //! - [`forward`]: the binary's way to the agent.
 //! - [`phases`]: the time each phase of a call took.
 
+pub mod bond;
 pub mod delegate;
 pub mod entry;
 pub mod files;

@@ -6,6 +6,7 @@
 //! - [`sim`]: a simulated node (a fake sysfs tree, optionally with veth links standing in for
 //!   VF netdevs) for tests, benches and the demo.
 
+pub mod bond;
 pub mod discover;
 pub mod error;
 pub mod names;

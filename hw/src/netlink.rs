@@ -55,6 +55,8 @@ pub struct LinkInfo {
     pub peer: Option<u32>,
     /// `IFLA_LINK_NETNSID`: set when the peer lives in another namespace.
     pub peer_netnsid: Option<i32>,
+    /// `IFLA_MASTER`: the bond or bridge it is a port of.
+    pub controller: Option<u32>,
 }
 
 impl LinkInfo {
@@ -69,6 +71,7 @@ impl LinkInfo {
             alt_names: Vec::new(),
             peer: None,
             peer_netnsid: None,
+            controller: None,
         };
         for attribute in &message.attributes {
             match attribute {
@@ -85,6 +88,7 @@ impl LinkInfo {
                 }
                 LinkAttribute::Link(peer) => info.peer = Some(*peer),
                 LinkAttribute::LinkNetNsId(id) => info.peer_netnsid = Some(*id),
+                LinkAttribute::Controller(index) => info.controller = Some(*index).filter(|i| *i != 0),
                 _ => {}
             }
         }
@@ -229,6 +233,31 @@ impl Netlink {
             None => builder,
         };
         self.add_link(builder.build(), || format!("adding veth {name} (peer {peer})")).await
+    }
+
+    /// Adds bond `name` with `options`, down; returns its index.
+    pub async fn add_bond(
+        &self,
+        name: &IfName,
+        options: &crate::bond::BondOptions,
+    ) -> Result<u32, NetlinkError> {
+        self.add_link(crate::bond::bond_message(name, options), || format!("adding bond {name}")).await?;
+        self.link_index(name).await
+    }
+
+    /// Makes link `index` a port of `controller` (a bond or bridge), or of none.
+    pub async fn set_controller(&self, index: u32, controller: Option<u32>) -> Result<(), NetlinkError> {
+        let builder = LinkUnspec::new_with_index(index);
+        let builder = match controller {
+            Some(controller) => builder.controller(controller),
+            None => builder.nocontroller(),
+        };
+        self.handle
+            .link()
+            .set(builder.build())
+            .execute()
+            .await
+            .map_err(request(|| format!("setting the controller of link #{index} to {controller:?}")))
     }
 
     /// Makes link `index` a port of `controller` (a bridge) and brings it up, in one message.

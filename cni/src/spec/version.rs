@@ -19,6 +19,17 @@ pub enum CniVersion {
 }
 
 impl CniVersion {
+    /// A plugin config's `cniVersion`: 1.0.0 when it says none, an error when it says one we
+    /// do not speak.
+    pub fn of_config(config: &serde_json::Value) -> Result<Self, crate::spec::CniError> {
+        match config.get("cniVersion").and_then(serde_json::Value::as_str) {
+            None => Ok(Self::V1_0_0),
+            Some(text) => text
+                .parse()
+                .map_err(|e| crate::spec::CniError::new(crate::spec::ErrorCode::IncompatibleVersion, e)),
+        }
+    }
+
     /// Every version, oldest first.
     pub const ALL: [CniVersion; 5] = [Self::V0_3_0, Self::V0_3_1, Self::V0_4_0, Self::V1_0_0, Self::V1_1_0];
     /// The newest.

@@ -137,13 +137,6 @@ fn data_dir(raw: &Value) -> std::path::PathBuf {
     key.and_then(|(_, v)| v.as_str()).unwrap_or(DEFAULT_DATA_DIR).into()
 }
 
-fn version_of(raw: &Value) -> Result<CniVersion, CniError> {
-    match raw.get("cniVersion").and_then(Value::as_str) {
-        None => Ok(CniVersion::V1_0_0),
-        Some(text) => text.parse().map_err(|e| CniError::new(ErrorCode::IncompatibleVersion, e)),
-    }
-}
-
 impl Sriov {
     /// The delegate for the node whose sysfs is at `sysfs`, with VF control `control`.
     pub fn new(sysfs: SysfsRoot, control: Arc<dyn VfControl>) -> Self {
@@ -191,7 +184,7 @@ impl Sriov {
         phases: &mut Phases,
     ) -> Result<Value, CniError> {
         let config = SriovConfig::parse(raw)?;
-        let version = version_of(raw)?;
+        let version = CniVersion::of_config(raw)?;
         let pod_name: IfName = ifname
             .parse()
             .map_err(|e| CniError::new(ErrorCode::InvalidEnvironment, format!("CNI_IFNAME: {e}")))?;

@@ -269,10 +269,7 @@ impl Userspace {
         cluster: Option<&dyn Cluster>,
     ) -> Result<Value, CniError> {
         let config = UserspaceConfig::parse(raw)?;
-        let version: CniVersion = match raw.get("cniVersion").and_then(Value::as_str) {
-            None => CniVersion::V1_0_0,
-            Some(text) => text.parse().map_err(|e| CniError::new(ErrorCode::IncompatibleVersion, e))?,
-        };
+        let version = CniVersion::of_config(raw)?;
         let pod = pod_of(invocation, cluster)?;
         let records = Records { dir: data_dir(raw) };
         let port = port_name(&invocation.container_id, ifname);
