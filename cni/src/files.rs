@@ -9,6 +9,13 @@ use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};
 
+/// A plugin config's `dataDir` (matched case-insensitively, as Go decodes it), else `default`:
+/// where a delegate keeps its records.
+pub fn data_dir(config: &serde_json::Value, default: &str) -> std::path::PathBuf {
+    let key = config.as_object().and_then(|map| map.iter().find(|(k, _)| k.eq_ignore_ascii_case("dataDir")));
+    key.and_then(|(_, v)| v.as_str()).unwrap_or(default).into()
+}
+
 /// Writes `bytes` to `path` atomically; with `sync`, the data is on disk before the rename.
 pub fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");

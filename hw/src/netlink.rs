@@ -188,8 +188,8 @@ impl Netlink {
         self.try_link_index(name).await?.ok_or_else(|| NetlinkError::NoSuchLink(LinkId::Name(name.clone())))
     }
 
-    /// The names of every link in the namespace.
-    pub async fn link_names(&self) -> Result<Vec<String>, NetlinkError> {
+    /// Every link in the namespace, in one dump.
+    pub async fn links(&self) -> Result<Vec<LinkInfo>, NetlinkError> {
         let links: Vec<LinkMessage> = self
             .handle
             .link()
@@ -198,15 +198,12 @@ impl Netlink {
             .try_collect()
             .await
             .map_err(request(|| "listing links".to_owned()))?;
-        Ok(links
-            .iter()
-            .filter_map(|link| {
-                link.attributes.iter().find_map(|a| match a {
-                    LinkAttribute::IfName(name) => Some(name.clone()),
-                    _ => None,
-                })
-            })
-            .collect())
+        Ok(links.iter().map(LinkInfo::from_message).collect())
+    }
+
+    /// The names of every link in the namespace.
+    pub async fn link_names(&self) -> Result<Vec<String>, NetlinkError> {
+        Ok(self.links().await?.into_iter().map(|link| link.name).filter(|name| !name.is_empty()).collect())
     }
 
     /// Adds a bridge, up, with `mac` when given; returns its index.

@@ -88,19 +88,7 @@ impl PodLinks for NetlinkPodLinks {
     }
 
     fn links(&self) -> Result<Vec<LinkInfo>, CniError> {
-        self.runtime
-            .block_on(async {
-                let mut found = Vec::new();
-                for name in self.pod.link_names().await? {
-                    if let Ok(name) = name.parse::<IfName>()
-                        && let Some(link) = self.pod.link(&name).await?
-                    {
-                        found.push(link);
-                    }
-                }
-                Ok::<_, plexus_hw::netlink::NetlinkError>(found)
-            })
-            .map_err(failed)
+        self.runtime.block_on(self.pod.links()).map_err(failed)
     }
 
     fn take_from_host(&self, name: &str) -> Result<(), CniError> {

@@ -30,6 +30,22 @@ pub trait Devices: Send + Sync {
     fn devinfo_dir(&self) -> &Path;
 }
 
+/// Where the CNI side's device-info of container `container_id`'s interface `ifname` is.
+pub fn cni_device_info_path(devinfo_dir: &Path, container_id: &str, ifname: &str) -> PathBuf {
+    devinfo_dir.join("cni").join(format!("{container_id}-{ifname}-device.json"))
+}
+
+/// Writes the CNI side's device-info of container `container_id`'s interface `ifname`.
+pub fn write_cni_device_info(
+    devinfo_dir: &Path,
+    container_id: &str,
+    ifname: &str,
+    info: &[u8],
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(devinfo_dir.join("cni"))?;
+    crate::files::write_atomic(&cni_device_info_path(devinfo_dir, container_id, ifname), info, false)
+}
+
 /// The device-info of device `id` of `resource`, copied for container `container_id`'s
 /// interface `ifname`; `None` when the device plugin wrote none.
 pub fn device_info_for_cni(
@@ -42,11 +58,7 @@ pub fn device_info_for_cni(
     let dp = devinfo_dir.join("dp").join(format!("{}-{id}-device.json", resource.replace('/', "-")));
     let text = std::fs::read(&dp).ok()?;
     let value: Value = serde_json::from_slice(&text).ok()?;
-    let cni = devinfo_dir.join("cni");
-    let copied = std::fs::create_dir_all(&cni).and_then(|()| {
-        crate::files::write_atomic(&cni.join(format!("{container_id}-{ifname}-device.json")), &text, false)
-    });
-    if let Err(e) = copied {
+    if let Err(e) = write_cni_device_info(devinfo_dir, container_id, ifname, &text) {
         tracing::warn!("copying device-info {} for the CNI side: {e}", dp.display());
     }
     Some(value)
@@ -55,8 +67,7 @@ pub fn device_info_for_cni(
 /// The device-info a built-in delegate wrote for the CNI side itself (`userspace`: the
 /// vhost-user socket), when there is one.
 pub fn written_device_info(devinfo_dir: &Path, container_id: &str, ifname: &str) -> Option<Value> {
-    let text =
-        std::fs::read(devinfo_dir.join("cni").join(format!("{container_id}-{ifname}-device.json"))).ok()?;
+    let text = std::fs::read(cni_device_info_path(devinfo_dir, container_id, ifname)).ok()?;
     serde_json::from_slice(&text).ok()
 }
 

@@ -133,8 +133,7 @@ impl std::fmt::Debug for Sriov {
 }
 
 fn data_dir(raw: &Value) -> std::path::PathBuf {
-    let key = raw.as_object().and_then(|map| map.iter().find(|(k, _)| k.eq_ignore_ascii_case("dataDir")));
-    key.and_then(|(_, v)| v.as_str()).unwrap_or(DEFAULT_DATA_DIR).into()
+    crate::files::data_dir(raw, DEFAULT_DATA_DIR)
 }
 
 impl Sriov {

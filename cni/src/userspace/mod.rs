@@ -26,6 +26,7 @@ use crate::delegate::InProcessPlugin;
 use crate::files;
 use crate::ipam;
 use crate::multus::cluster::{Cluster, Pod};
+use crate::multus::devices::{cni_device_info_path, write_cni_device_info};
 use crate::spec::result::{CniResult, Interface};
 use crate::spec::version::CniVersion;
 use crate::spec::{CniError, Command, ErrorCode, Invocation};
@@ -102,8 +103,7 @@ fn ovs_error(e: OvsdbError) -> CniError {
 }
 
 fn data_dir(raw: &Value) -> PathBuf {
-    let key = raw.as_object().and_then(|map| map.iter().find(|(k, _)| k.eq_ignore_ascii_case("dataDir")));
-    key.and_then(|(_, v)| v.as_str()).unwrap_or(DEFAULT_DATA_DIR).into()
+    files::data_dir(raw, DEFAULT_DATA_DIR)
 }
 
 /// The port's name, as the userspace plugin names it: the container ID's first 12
@@ -325,15 +325,13 @@ impl Userspace {
         }
         let info = json!({"type": "vhost-user", "version": "1.1.0",
                           "vhost-user": {"mode": pod_mode.as_str(), "path": container_socket}});
-        let info_dir = self.devinfo_dir.join("cni");
-        let info_written = std::fs::create_dir_all(&info_dir).and_then(|()| {
-            files::write_atomic(
-                &info_dir.join(format!("{}-{ifname}-device.json", invocation.container_id)),
-                info.to_string().as_bytes(),
-                false,
-            )
-        });
-        if let Err(e) = info_written {
+        let written = write_cni_device_info(
+            &self.devinfo_dir,
+            &invocation.container_id,
+            ifname,
+            info.to_string().as_bytes(),
+        );
+        if let Err(e) = written {
             tracing::warn!("userspace: device-info for {port}: {e}");
         }
         let mut result = ip_result;
@@ -489,9 +487,7 @@ impl Userspace {
                 Err(e) => errors.push(e),
             }
         }
-        let info =
-            self.devinfo_dir.join("cni").join(format!("{}-{ifname}-device.json", invocation.container_id));
-        remove_path(&info);
+        remove_path(&cni_device_info_path(&self.devinfo_dir, &invocation.container_id, ifname));
         if let Err(e) = records.remove(&record.container_id, &record.ifname) {
             errors.push(e);
         }
