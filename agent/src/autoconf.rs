@@ -221,8 +221,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn dir() -> plexus_hw::sim::ScratchDir {
-        plexus_hw::sim::ScratchDir::new("autoconf").unwrap()
+    fn dir() -> plexus_sim::TempDir {
+        plexus_sim::scratch("autoconf").unwrap()
     }
 
     fn keys() -> Map<String, Value> {

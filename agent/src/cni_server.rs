@@ -1,6 +1,6 @@
 //! The agent's CNI socket: the `plexus` binary forwards each call here (see
-//! `plexus_cni::forward`) and the agent runs it with the same `entry::run` the binary would,
-//! with the built-in delegates in-process on the agent's view of the node.
+//! `plexus_cni::forward`) and the agent runs it with the same `entry` the binary would, with the
+//! built-in delegates in-process on the agent's view of the node.
 //!
 //! The socket is `<dir>/plexus.sock`, 0600 in a 0700 directory. Calls run on blocking threads,
 //! at most `max_parallel` at a time; the others wait holding only their request, so a burst of
@@ -15,14 +15,15 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use plexus_cni::delegate::Registry;
-use plexus_cni::entry::{self, Context};
-use plexus_cni::forward::{MAX_MESSAGE, Request, Response, SOCKET_NAME};
-use plexus_cni::multus::cluster::Cluster;
+use plexus_cni::entry::{self, Context, Outcome};
+use plexus_cni::forward::{MAX_MESSAGE, Request};
+use plexus_cni::multus::cluster::{Cluster, ClusterError};
 use plexus_cni::multus::config::MetaConfig;
 use plexus_cni::multus::devices::Devices;
 use plexus_cni::multus::kube::KubeCluster;
-use plexus_cni::routes::NetlinkRoutes;
-use plexus_cni::spec::CniError;
+use plexus_cni::paths::SOCKET_NAME;
+use plexus_cni::spec::{ErrorCode, ErrorReply};
+use plexus_hw::Node;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -42,6 +43,7 @@ pub struct TraceRequest {
 
 /// What runs the calls.
 pub struct CniService {
+    node: Node,
     registry: Registry,
     cluster: Option<SharedCluster>,
     devices: Option<Arc<dyn Devices>>,
@@ -56,25 +58,27 @@ impl std::fmt::Debug for CniService {
 }
 
 impl CniService {
-    /// Calls run with the delegates of `registry`, `cluster` when the agent has API access,
-    /// at most `max_parallel` at once.
+    /// Calls run on `node` with the delegates of `registry`, `cluster` when the agent has API
+    /// access, at most `max_parallel` at once.
     pub fn new(
+        node: Node,
         registry: Registry,
         cluster: Option<SharedCluster>,
         devices: Option<Arc<dyn Devices>>,
         max_parallel: usize,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { registry, cluster, devices, permits: Arc::new(Semaphore::new(max_parallel.max(1))), metrics }
+        let permits = Arc::new(Semaphore::new(max_parallel.max(1)));
+        Self { node, registry, cluster, devices, permits, metrics }
     }
 
     /// Runs one call on this thread (a blocking one) and records it.
-    fn call(&self, request: &Request) -> Response {
+    pub fn call(&self, request: &Request) -> Outcome {
         let env: HashMap<&str, &str> = request.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let cluster = self.cluster.clone();
         // The agent's watch cache when it has one; else what the config says (a kubeconfig,
         // or in-cluster), as the binary would do.
-        let factory = move |config: &MetaConfig| -> Result<Option<Box<dyn Cluster>>, CniError> {
+        let factory = move |config: &MetaConfig| -> Result<Option<Box<dyn Cluster>>, ClusterError> {
             match cluster.clone() {
                 Some(shared) => Ok(Some(Box::new(shared) as Box<dyn Cluster>)),
                 None => Ok(KubeCluster::from_config(config)?.map(|c| Box::new(c) as Box<dyn Cluster>)),
@@ -82,19 +86,18 @@ impl CniService {
         };
         let context = Context {
             registry: self.registry.clone(),
-            routes: &NetlinkRoutes,
+            node: &self.node,
             cluster: &factory,
             devices: self.devices.as_deref(),
         };
         let start = Instant::now();
-        let (outcome, phases) = plexus_cni::phases::collect(|| {
-            entry::run(|k| env.get(k).map(|v| (*v).to_owned()), request.stdin.as_bytes(), &context)
+        let stdin = request.stdin.as_bytes();
+        let (result, phases) = plexus_cni::phases::collect(|| {
+            entry::execute(|k| env.get(k).map(|v| (*v).to_owned()), stdin, &context)
         });
-        let outcome_label = if outcome.code == 0 {
-            "ok".to_owned()
-        } else {
-            serde_json::from_str::<CniError>(&outcome.stdout)
-                .map_or_else(|_| "error".to_owned(), |e| e.code.to_string())
+        let outcome_label = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.code().to_string(),
         };
         self.metrics.record(CallTrace {
             command: env.get("CNI_COMMAND").copied().unwrap_or("?").to_owned(),
@@ -103,7 +106,7 @@ impl CniService {
             total: seconds(start.elapsed()),
             phases: phases.into_iter().map(|(name, took)| (name, seconds(took))).collect(),
         });
-        Response { stdout: outcome.stdout, code: outcome.code }
+        entry::outcome(result, stdin)
     }
 }
 
@@ -151,6 +154,11 @@ pub async fn serve(listener: UnixListener, service: Arc<CniService>, stop: impl 
     while tasks.join_next().await.is_some() {}
 }
 
+/// The answer to a call the agent could not run at all.
+fn failed(code: ErrorCode, msg: String, details: String) -> Outcome {
+    Outcome { stdout: ErrorReply { code: code.into(), msg, details }.to_json("1.1.0"), code: 1 }
+}
+
 async fn handle(mut stream: UnixStream, service: Arc<CniService>) {
     let mut body = Vec::new();
     if let Err(e) = (&mut stream).take(MAX_MESSAGE).read_to_end(&mut body).await {
@@ -171,26 +179,15 @@ async fn handle(mut stream: UnixStream, service: Arc<CniService>) {
                 })
                 .await
                 {
-                    Ok(response) => response,
-                    Err(e) => Response {
-                        stdout: CniError::new(
-                            plexus_cni::spec::ErrorCode::Plugin,
-                            format!("the agent's call failed: {e}"),
-                        )
-                        .to_json("1.1.0"),
-                        code: 1,
-                    },
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        failed(ErrorCode::Plugin, format!("the agent's call failed: {e}"), String::new())
+                    }
                 }
             }
-            Err(e) => Response {
-                stdout: CniError::new(
-                    plexus_cni::spec::ErrorCode::Decode,
-                    "a forwarded call the agent cannot read",
-                )
-                .with_details(e.to_string())
-                .to_json("1.1.0"),
-                code: 1,
-            },
+            Err(e) => {
+                failed(ErrorCode::Decode, "a forwarded call the agent cannot read".into(), e.to_string())
+            }
         };
         serde_json::to_vec(&response)
     };

@@ -4,8 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use plexus_cni::multus::cluster::Pod;
-use plexus_cni::multus::devices::{Checkpoint, Devices};
-use plexus_cni::spec::CniError;
+use plexus_cni::multus::devices::{Checkpoint, Devices, DevicesError};
 
 /// PodResources first, the checkpoint second.
 #[derive(Debug)]
@@ -31,7 +30,7 @@ impl KubeletDevices {
 }
 
 impl Devices for KubeletDevices {
-    fn allocated(&self, pod: &Pod, resource: &str) -> Result<Vec<String>, CniError> {
+    fn allocated(&self, pod: &Pod, resource: &str) -> Result<Vec<String>, DevicesError> {
         let query = plexus_device_plugin::podresources::pod_devices(
             &self.socket,
             &pod.namespace,

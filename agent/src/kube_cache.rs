@@ -14,9 +14,10 @@ use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use plexus_cni::multus::cluster::{Cluster, Nad, NetworkStatus, Pod, SHARED_DIR_VOLUME, pod_from};
+use plexus_cni::multus::cluster::{
+    Cluster, ClusterError, Nad, NetworkStatus, Pod, SHARED_DIR_VOLUME, pod_from,
+};
 use plexus_cni::multus::kube::{KubeCluster, nad_resource};
-use plexus_cni::spec::CniError;
 
 /// How long ADD waits for a pod to reach the cache before asking the API server.
 const POD_WAIT: Duration = Duration::from_millis(500);
@@ -110,7 +111,7 @@ impl KubeCache {
 }
 
 impl Cluster for KubeCache {
-    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, CniError> {
+    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, ClusterError> {
         let deadline = std::time::Instant::now() + POD_WAIT;
         loop {
             if let Some(pod) = self.cached_pod(namespace, name) {
@@ -124,7 +125,7 @@ impl Cluster for KubeCache {
         }
     }
 
-    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, CniError> {
+    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, ClusterError> {
         let key = ObjectRef::new_with(name, nad_resource()).within(namespace);
         match self.nads.get(&key) {
             Some(nad) => Ok(Some(Nad {
@@ -141,7 +142,7 @@ impl Cluster for KubeCache {
         }
     }
 
-    fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), CniError> {
+    fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), ClusterError> {
         self.api.set_network_status(pod, status)
     }
 
@@ -149,7 +150,7 @@ impl Cluster for KubeCache {
         &self,
         pod: &Pod,
         annotations: &std::collections::BTreeMap<String, String>,
-    ) -> Result<(), CniError> {
+    ) -> Result<(), ClusterError> {
         self.api.set_annotations(pod, annotations)
     }
 

@@ -1,180 +1,18 @@
-//! `plexus-agent`: the Plexus node agent and its tools.
+//! `plexus-agent`: the Plexus node agent and its tools. The work is in the library
+//! (`plexus_agent`); this parses the command line and reports the outcome.
 
-mod autoconf;
-mod cni_server;
-mod demo;
-mod devices;
-mod discover;
-mod install;
-mod kube_cache;
-mod logging;
-mod metrics;
-mod pools;
-mod privileges;
-mod run;
-mod sim;
-mod table;
-
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "plexus-agent",
-    version,
-    about = "Plexus node agent: SR-IOV discovery, device plugin and CNI in one daemon"
-)]
-struct Cli {
-    /// Log level on stderr: error, warn, info, debug or trace (overrides PLEXUS_LOG).
-    #[arg(long, global = true)]
-    log_level: Option<String>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Show the node's SR-IOV physical and virtual functions and NUMA nodes.
-    Discover {
-        /// Where sysfs is mounted (a simulated node's root for tests).
-        #[arg(long, default_value = plexus_hw::SysfsRoot::DEFAULT)]
-        sysfs_root: PathBuf,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-    },
-    /// Run the node agent in the foreground: the device plugin for the pools and the CNI server.
-    Run(Box<run::RunArgs>),
-    /// Show which devices each pool of a config gets, and why the others are left out.
-    Pools {
-        #[command(flatten)]
-        pools: PoolsArgs,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-    },
-    /// Show the slowest recent CNI calls of the running agent, phase by phase.
-    Trace {
-        /// The agent's CNI socket directory.
-        #[arg(long, default_value = plexus_cni::forward::DEFAULT_SOCKET_DIR)]
-        socket_dir: PathBuf,
-        /// How many calls.
-        #[arg(long, default_value_t = 10)]
-        count: usize,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-    },
-    /// Build or remove a simulated SR-IOV node (a fake sysfs tree, optionally real links).
-    #[command(subcommand)]
-    Sim(SimCommand),
-    /// Install the plexus CNI binary into the node's CNI bin directory (atomically: a running
-    /// plexus is never overwritten in place).
-    InstallCni {
-        /// The binary to install (default: `plexus` next to this program).
-        #[arg(long)]
-        from: Option<PathBuf>,
-        /// The CNI bin directory.
-        #[arg(long, default_value = plexus_cni::multus::config::DEFAULT_BIN_DIR)]
-        bin_dir: PathBuf,
-    },
-    /// The whole node on this machine (root): a simulated node, the agent, pods attached
-    /// through the plexus binary; then everything removed, checked.
-    Demo,
-}
-
-/// What the pool commands share.
-#[derive(Debug, clap::Args)]
-struct PoolsArgs {
-    /// The pool config: the SR-IOV network device plugin's config.json format.
-    #[arg(long)]
-    pools: PathBuf,
-    /// Where sysfs is mounted (a simulated node's root for tests).
-    #[arg(long, default_value = plexus_hw::SysfsRoot::DEFAULT)]
-    sysfs_root: PathBuf,
-    /// The resource prefix of pools that set none.
-    #[arg(long, default_value = plexus_device_plugin::config::DEFAULT_PREFIX)]
-    resource_prefix: String,
-    /// The IPv4 routing table: a device carrying the default route is never offered.
-    #[arg(long, default_value = "/proc/net/route")]
-    route_file: PathBuf,
-}
-
-impl PoolsArgs {
-    fn load(&self) -> anyhow::Result<plexus_device_plugin::config::PoolConfig> {
-        Ok(plexus_device_plugin::config::PoolConfig::load(&self.pools, &self.resource_prefix)?)
-    }
-}
-
-#[derive(Debug, Subcommand)]
-enum SimCommand {
-    /// Write a simulated node's sysfs tree and, with --netns, make its links (root).
-    Up(sim::UpArgs),
-    /// Remove a simulated node: its links' namespace and its tree.
-    Down {
-        /// The simulated node's root, as given to `sim up`.
-        #[arg(long)]
-        root: PathBuf,
-    },
-}
-
-/// Output formats of the reporting commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
-    /// Aligned columns for people.
-    Table,
-    /// JSON for other tools.
-    Json,
-}
-
-/// `trace`: each call with its total, then its phases.
-fn trace(socket_dir: &std::path::Path, count: usize, output: Output) -> anyhow::Result<()> {
-    let calls = cni_server::trace(socket_dir, count)?;
-    if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&calls)?);
-        return Ok(());
-    }
-    let ms = |s: f64| format!("{:.2} ms", s * 1000.0);
-    for call in calls {
-        println!("{} {} {} ({})", ms(call.total), call.command, call.container_id, call.outcome);
-        for (phase, seconds) in &call.phases {
-            println!("    {:>10}  {phase}", ms(*seconds));
-        }
-    }
-    Ok(())
-}
-
-fn install_cni(from: Option<PathBuf>, bin_dir: &std::path::Path) -> anyhow::Result<()> {
-    let from = match from {
-        Some(from) => from,
-        None => std::env::current_exe()?.with_file_name("plexus"),
-    };
-    let target = install::install(&from, bin_dir)?;
-    println!("installed {} as {}", from.display(), target.display());
-    Ok(())
-}
+use clap::Parser;
+use plexus_agent::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = logging::init(cli.log_level.as_deref()) {
+    if let Err(e) = plexus_agent::logging::init(cli.log_level.as_deref()) {
         eprintln!("plexus-agent: {e:#}");
         return ExitCode::from(2);
     }
-    let result = match cli.command {
-        Command::Discover { sysfs_root, output } => discover::run(&sysfs_root, output),
-        Command::Run(args) => args.pools.load().and_then(|config| run::run(&args, config)),
-        Command::Pools { pools: args, output } => {
-            args.load().and_then(|config| pools::run(&config, &args.sysfs_root, &args.route_file, output))
-        }
-        Command::Trace { socket_dir, count, output } => trace(&socket_dir, count, output),
-        Command::Sim(SimCommand::Up(args)) => sim::up(&args),
-        Command::Sim(SimCommand::Down { root }) => sim::down(&root),
-        Command::Demo => demo::run(),
-        Command::InstallCni { from, bin_dir } => install_cni(from, &bin_dir),
-    };
-    match result {
+    match cli::exec(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes, joined by ": ".

@@ -9,7 +9,7 @@ use plexus_device_plugin::pools::{self, Assignment, PoolDevice};
 use plexus_hw::{SysfsRoot, discover};
 use serde::Serialize;
 
-use crate::Output;
+use crate::cli::Output;
 use crate::table::{Table, or_dash};
 
 /// Reads the config and discovers under `sysfs_root`; prints the assignment.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use plexus_device_plugin::config::PoolConfig;
 use plexus_device_plugin::plugin::{self, PluginOptions};
-use plexus_hw::SysfsRoot;
+use plexus_hw::{Node, SysfsRoot};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
-    pub pools: crate::PoolsArgs,
+    pub pools: crate::cli::PoolsArgs,
     /// The kubelet's directory (its device plugin sockets are in device-plugins/).
     #[arg(long, default_value = "/var/lib/kubelet")]
     pub kubelet_dir: PathBuf,
@@ -35,7 +35,7 @@ pub struct RunArgs {
     pub poll_interval_ms: u64,
     /// The directory of the CNI socket the `plexus` binary forwards calls to (the meta-plugin
     /// config's `daemonSocketDir`).
-    #[arg(long, default_value = plexus_cni::forward::DEFAULT_SOCKET_DIR)]
+    #[arg(long, default_value = plexus_cni::paths::SOCKET_DIR)]
     pub socket_dir: PathBuf,
     /// At most this many CNI calls run at once; the others wait their turn.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
@@ -59,14 +59,18 @@ pub struct RunArgs {
     #[arg(long)]
     pub readiness_indicator_file: Option<PathBuf>,
     /// ovsdb-server's socket, for vhost-user attachments (`"type": "userspace"`).
-    #[arg(long, default_value = plexus_cni::userspace::config::DEFAULT_OVSDB_SOCKET)]
+    #[arg(long, default_value = plexus_cni::paths::OVSDB_SOCKET)]
     pub ovsdb_socket: PathBuf,
     /// ovs-vswitchd's run directory, where it makes server-mode vhost-user sockets.
-    #[arg(long, default_value = plexus_cni::userspace::config::DEFAULT_OVS_RUN_DIR)]
+    #[arg(long, default_value = plexus_cni::paths::OVS_RUN_DIR)]
     pub ovs_run_dir: PathBuf,
     /// This node's name, for the pod watch (default: $NODE_NAME, else the hostname).
     #[arg(long)]
     pub node_name: Option<String>,
+    /// --sysfs-root holds a simulated node (`plexus-agent sim up`): VF settings go to the
+    /// simulator's store and the node's namespace is the host (the demo and the tests).
+    #[arg(long)]
+    pub simulated_node: bool,
 }
 
 impl RunArgs {
@@ -99,9 +103,20 @@ async fn kube_client(args: &RunArgs) -> anyhow::Result<Option<kube::Client>> {
     Ok(Some(kube::Client::try_from(config).context("making the Kubernetes client")?))
 }
 
+/// The node the agent works on: chosen here, once, from the flags.
+fn node(args: &RunArgs) -> anyhow::Result<Node> {
+    let root = &args.pools.sysfs_root;
+    if args.simulated_node {
+        return plexus_sim::load_node(root)
+            .with_context(|| format!("--simulated-node: the simulated node at {}", root.display()));
+    }
+    Ok(Node::real(SysfsRoot::new(root)))
+}
+
 /// Runs until SIGTERM or SIGINT, then cleans up and returns.
 pub fn run(args: &RunArgs, config: PoolConfig) -> anyhow::Result<()> {
-    let sysfs = SysfsRoot::new(&args.pools.sysfs_root);
+    let node = node(args)?;
+    let sysfs = node.sysfs().clone();
     let mut options = PluginOptions::new(sysfs.clone());
     options.kubelet_dir = args.kubelet_dir.clone();
     options.devinfo_dir = args.devinfo_dir.clone();
@@ -115,8 +130,7 @@ pub fn run(args: &RunArgs, config: PoolConfig) -> anyhow::Result<()> {
         devinfo_dir: args.devinfo_dir.clone(),
         ..Default::default()
     };
-    let registry =
-        plexus_cni::entry::builtin_registry_for(&sysfs, userspace).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let registry = plexus_cni::entry::builtin_registry(&node, userspace);
     let metrics = Arc::new(Metrics::default());
     let kept = crate::privileges::drop_to_kept().context("dropping capabilities")?;
     let mut kept: Vec<String> = kept.iter().map(ToString::to_string).collect();
@@ -142,6 +156,7 @@ pub fn run(args: &RunArgs, config: PoolConfig) -> anyhow::Result<()> {
             }
         };
         let service = Arc::new(CniService::new(
+            node,
             registry,
             cluster,
             Some(Arc::new(devices)),

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use plexus_hw::sim::{SimNode, SimSpec};
+use plexus_sim::{SimNode, SimSpec};
 
 /// What to simulate, and where.
 #[derive(Debug, clap::Args)]

@@ -11,39 +11,36 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::plexus_binary;
-use plexus_agent::apistandin::ApiStandIn;
-use plexus_device_plugin::standin::KubeletStandIn;
-use plexus_hw::netns::Netns;
-use plexus_hw::sim::{ScratchDir, SimNode, SimSpec};
+use plexus_sim::apiserver::ApiStandIn;
+use plexus_sim::kubelet::KubeletStandIn;
+use plexus_sim::{ScratchNode, SimSpec};
 use serde_json::{Value, json};
 
 const POOLS: &str =
     r#"{"resourceList": [{"resourceName": "sriov_net", "selectors": {"drivers": ["iavf"]}}]}"#;
 
+/// A simulated node with its links, the pool config, a conf directory with an sriov network,
+/// and the pods a test makes; all removed on drop.
 struct Node {
-    scratch: ScratchDir,
-    node: SimNode,
-    pods: Vec<Netns>,
+    node: ScratchNode,
 }
 
 impl Node {
     async fn new(tag: &str) -> Self {
-        let scratch = ScratchDir::new("agent-cni").unwrap();
         let spec = SimSpec { pfs: 2, numa_nodes: 1, vfs_per_pf: 3, vfio_vfs_per_pf: 0, cpus_per_node: 2 };
-        let mut node = SimNode::build(scratch.path().join("sys"), &spec).unwrap();
-        node.create_netdevs(&format!("plexus-agent-{tag}-{}", std::process::id())).await.unwrap();
-        std::fs::write(scratch.path().join("pools.json"), POOLS).unwrap();
-        let conf_dir = scratch.path().join("net.d");
+        let node = ScratchNode::with_links(&format!("agent-{tag}"), &spec).unwrap();
+        std::fs::write(node.dir().join("pools.json"), POOLS).unwrap();
+        let conf_dir = node.dir().join("net.d");
         std::fs::create_dir_all(&conf_dir).unwrap();
         let sriov = json!({"cniVersion": "1.0.0", "name": "sriov-net", "type": "sriov", "deviceID": "0000:20:02.1",
-                           "dataDir": scratch.path().join("sriov"), "vlan": 21,
+                           "dataDir": node.dir().join("sriov"), "vlan": 21,
                            "ipam": {"type": "static", "addresses": [{"address": "10.21.0.2/24"}]}});
         std::fs::write(conf_dir.join("10-sriov.conf"), sriov.to_string()).unwrap();
-        Self { scratch, node, pods: Vec::new() }
+        Self { node }
     }
 
     fn socket_dir(&self) -> PathBuf {
-        self.scratch.path().join("run")
+        self.node.dir().join("run")
     }
 
     fn agent(&self, metrics: &str) -> Child {
@@ -54,13 +51,14 @@ impl Node {
         Command::new(env!("CARGO_BIN_EXE_plexus-agent"))
             .env_remove("PLEXUS_SYSFS_ROOT")
             .args(["run", "--pools"])
-            .arg(self.scratch.path().join("pools.json"))
+            .arg(self.node.dir().join("pools.json"))
             .arg("--sysfs-root")
             .arg(self.node.root())
+            .arg("--simulated-node")
             .arg("--kubelet-dir")
-            .arg(self.scratch.path().join("kubelet"))
+            .arg(self.node.dir().join("kubelet"))
             .arg("--devinfo-dir")
-            .arg(self.scratch.path().join("devinfo"))
+            .arg(self.node.dir().join("devinfo"))
             .arg("--socket-dir")
             .arg(self.socket_dir())
             .args(["--route-file", "/dev/null", "--metrics-addr", metrics])
@@ -73,15 +71,12 @@ impl Node {
 
     fn meta(&self) -> Value {
         json!({"cniVersion": "1.0.0", "name": "plexus-net", "type": "plexus", "clusterNetwork": "sriov-net",
-               "confDir": self.scratch.path().join("net.d"), "cniDir": self.scratch.path().join("cache"),
+               "confDir": self.node.dir().join("net.d"), "cniDir": self.node.dir().join("cache"),
                "daemonSocketDir": self.socket_dir()})
     }
 
     fn pod(&mut self) -> String {
-        let pod = Netns::create_unique("plexus-agent-pod").unwrap();
-        let path = pod.path().display().to_string();
-        self.pods.push(pod);
-        path
+        self.node.pod().unwrap().path().display().to_string()
     }
 
     /// Runs `plexus` for `command`; the node's sysfs root only when `local_view` (a binary
@@ -142,20 +137,7 @@ impl Node {
     }
 
     fn vf_netdev_in_host(&self) -> bool {
-        Command::new("ip")
-            .args(["-n", self.node.netns_name().unwrap(), "link", "show", "ens1f0v1"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        for pod in self.pods.drain(..) {
-            let _ = pod.delete();
-        }
+        plexus_sim::ip::link(self.node.netns_name(), "ens1f0v1").is_some()
     }
 }
 
@@ -205,7 +187,7 @@ fn http_get(addr: &str, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cni_calls_go_through_the_agent_and_survive_its_death() {
     let mut node = Node::new("death").await;
-    let _kubelet = KubeletStandIn::start(&node.scratch.path().join("kubelet")).await.unwrap();
+    let _kubelet = KubeletStandIn::start(&node.node.dir().join("kubelet")).await.unwrap();
     let metrics = free_port();
     let mut agent = node.agent(&metrics);
     let socket = node.socket_dir().join("plexus.sock");
@@ -280,10 +262,10 @@ fn peak_rss_kb(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_64_concurrent_adds_is_queued_not_held_in_memory() {
     let node = Node::new("burst").await;
-    let _kubelet = KubeletStandIn::start(&node.scratch.path().join("kubelet")).await.unwrap();
+    let _kubelet = KubeletStandIn::start(&node.node.dir().join("kubelet")).await.unwrap();
     // A network whose plugin does no kernel work (the reference static IPAM as the plugin),
     // so the burst measures the agent, not the kernel.
-    let conf_dir = node.scratch.path().join("net.d");
+    let conf_dir = node.node.dir().join("net.d");
     let noop = json!({"cniVersion": "1.0.0", "name": "noop", "type": "static",
                       "ipam": {"type": "static", "addresses": [{"address": "10.30.0.2/24"}]}});
     std::fs::write(conf_dir.join("20-noop.conf"), noop.to_string()).unwrap();
@@ -364,16 +346,16 @@ async fn with_kubernetes_pods_get_their_allocated_vfs_from_watched_nads() {
     };
     const RESOURCE: &str = "intel.com/sriov_net";
     let mut node = Node::new("kube").await;
-    let kubelet = KubeletStandIn::start(&node.scratch.path().join("kubelet")).await.unwrap();
+    let kubelet = KubeletStandIn::start(&node.node.dir().join("kubelet")).await.unwrap();
     let api = ApiStandIn::start().await.unwrap();
-    let kubeconfig = node.scratch.path().join("kubeconfig");
+    let kubeconfig = node.node.dir().join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
     let noop = json!({"cniVersion": "1.0.0", "name": "noop", "type": "static",
                       "ipam": {"type": "static", "addresses": [{"address": "10.30.0.2/24"}]}});
-    std::fs::write(node.scratch.path().join("net.d/20-noop.conf"), noop.to_string()).unwrap();
+    std::fs::write(node.node.dir().join("net.d/20-noop.conf"), noop.to_string()).unwrap();
     let mut meta = node.meta();
     meta["clusterNetwork"] = json!("noop");
-    let scratch = node.scratch.path().to_owned();
+    let scratch = node.node.dir().to_owned();
     let start_agent = |node: &Node| {
         node.agent_with(
             &free_port(),

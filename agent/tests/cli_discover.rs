@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use plexus_hw::sim::{ScratchDir, SimNode, SimSpec};
+use plexus_sim::{ScratchNode, SimSpec};
 use serde_json::{Value, json};
 
 fn agent(args: &[&str]) -> Output {
@@ -18,9 +18,8 @@ fn discover(root: &Path, format: &str) -> Output {
 
 #[test]
 fn json_has_exactly_the_documented_shape() {
-    let scratch = ScratchDir::new("cli-json").unwrap();
     let spec = SimSpec { pfs: 2, numa_nodes: 2, vfs_per_pf: 2, vfio_vfs_per_pf: 1, cpus_per_node: 4 };
-    let node = SimNode::build(scratch.path().join("sys"), &spec).unwrap();
+    let node = ScratchNode::tree("cli-json", &spec).unwrap();
     // One PF with unknown NUMA, and no link type: nulls, not missing keys.
     let pf1 = node.pfs()[1].address;
     fs::write(node.device_dir(pf1).join("numa_node"), "-1\n").unwrap();
@@ -72,8 +71,7 @@ fn json_has_exactly_the_documented_shape() {
 
 #[test]
 fn table_lists_pfs_and_indented_vfs() {
-    let scratch = ScratchDir::new("cli-table").unwrap();
-    let node = SimNode::build(scratch.path().join("sys"), &SimSpec::default()).unwrap();
+    let node = ScratchNode::tree("cli-table", &SimSpec::default()).unwrap();
     let out = discover(node.root(), "table");
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
@@ -97,8 +95,7 @@ fn table_lists_pfs_and_indented_vfs() {
 
 #[test]
 fn problems_go_to_stderr_and_stdout_stays_clean() {
-    let scratch = ScratchDir::new("cli-problem").unwrap();
-    let node = SimNode::build(scratch.path().join("sys"), &SimSpec::default()).unwrap();
+    let node = ScratchNode::tree("cli-problem", &SimSpec::default()).unwrap();
     let vf = node.pfs()[0].vfs[0].address;
     fs::write(node.device_dir(vf).join("class"), "network\n").unwrap();
     let out = discover(node.root(), "json");
@@ -121,7 +118,7 @@ fn a_missing_sysfs_root_is_a_one_line_error() {
 
 #[test]
 fn sim_up_and_down_with_real_links() {
-    let scratch = ScratchDir::new("cli-sim").unwrap();
+    let scratch = plexus_sim::scratch("cli-sim").unwrap();
     let root = scratch.path().join("sys");
     let netns = format!("plexus-clisim-{}", std::process::id());
     let root_arg = root.to_str().unwrap();
@@ -151,7 +148,7 @@ fn sim_up_and_down_with_real_links() {
 
 #[test]
 fn a_failed_sim_up_leaves_nothing_behind() {
-    let scratch = ScratchDir::new("cli-simfail").unwrap();
+    let scratch = plexus_sim::scratch("cli-simfail").unwrap();
     let root = scratch.path().join("sys");
     // The namespace name is invalid, so making links fails after the tree was written.
     let out = agent(&["sim", "up", "--root", root.to_str().unwrap(), "--netns", "bad/name"]);

@@ -1,12 +1,11 @@
 //! `plexus-agent pools` and `plexus-agent run`, as the binary, on a simulated node.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of a test binary: a failed unwrap fails the test
 
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use plexus_device_plugin::standin::KubeletStandIn;
-use plexus_hw::sim::{ScratchDir, SimNode, SimSpec};
+use plexus_sim::kubelet::KubeletStandIn;
+use plexus_sim::{ScratchNode, SimSpec};
 use serde_json::Value;
 
 const POOLS: &str = r#"{"resourceList": [
@@ -20,18 +19,17 @@ fn agent() -> Command {
     command
 }
 
-fn setup() -> (ScratchDir, SimNode) {
-    let scratch = ScratchDir::new("cli-pools").unwrap();
+fn setup() -> ScratchNode {
     let spec = SimSpec { pfs: 2, numa_nodes: 1, vfs_per_pf: 3, vfio_vfs_per_pf: 1, cpus_per_node: 2 };
-    let node = SimNode::build(scratch.path().join("sys"), &spec).unwrap();
-    std::fs::write(scratch.path().join("pools.json"), POOLS).unwrap();
-    (scratch, node)
+    let node = ScratchNode::tree("cli-pools", &spec).unwrap();
+    std::fs::write(node.dir().join("pools.json"), POOLS).unwrap();
+    node
 }
 
-fn pools(scratch: &Path, node: &SimNode, format: &str) -> Output {
+fn pools(node: &ScratchNode, format: &str) -> Output {
     agent()
         .args(["pools", "--pools"])
-        .arg(scratch.join("pools.json"))
+        .arg(node.dir().join("pools.json"))
         .arg("--sysfs-root")
         .arg(node.root())
         .args(["--route-file", "/dev/null", "--output", format])
@@ -41,8 +39,8 @@ fn pools(scratch: &Path, node: &SimNode, format: &str) -> Output {
 
 #[test]
 fn pools_shows_each_pool_and_why_devices_were_left_out() {
-    let (scratch, node) = setup();
-    let out = pools(scratch.path(), &node, "json");
+    let node = setup();
+    let out = pools(&node, "json");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let value: Value = serde_json::from_slice(&out.stdout).unwrap();
     let devices = |i: usize| -> Vec<String> {
@@ -62,7 +60,7 @@ fn pools_shows_each_pool_and_why_devices_were_left_out() {
     assert_eq!(excluded[0]["pci_address"], "0000:20:03.0");
     assert_eq!(excluded[0]["reasons"][0], "intel.com/sriov_net: pfNames: ens1f1 VF 0 not in [ens1f0]");
 
-    let out = pools(scratch.path(), &node, "table");
+    let out = pools(&node, "table");
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("intel.com/sriov_net (2 devices)\n"), "{text}");
     assert!(text.contains("not in any pool (2 devices)"), "{text}");
@@ -71,8 +69,8 @@ fn pools_shows_each_pool_and_why_devices_were_left_out() {
 
 #[test]
 fn a_broken_config_stops_the_agent_before_it_starts() {
-    let (scratch, node) = setup();
-    let bad = scratch.path().join("bad.json");
+    let node = setup();
+    let bad = node.dir().join("bad.json");
     std::fs::write(
         &bad,
         r#"{"resourceList": [{"resourceName": "p", "selectors": {"pfNames": ["ens1f0#2-1"]}}]}"#,
@@ -84,28 +82,28 @@ fn a_broken_config_stops_the_agent_before_it_starts() {
         .arg("--sysfs-root")
         .arg(node.root())
         .arg("--kubelet-dir")
-        .arg(scratch.path().join("kubelet"))
+        .arg(node.dir().join("kubelet"))
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("bad.json") && stderr.contains("(p)") && stderr.contains("pfNames"), "{stderr}");
-    assert!(!scratch.path().join("kubelet/device-plugins").exists(), "nothing was created");
+    assert!(!node.dir().join("kubelet/device-plugins").exists(), "nothing was created");
 }
 
 #[tokio::test]
 async fn run_registers_serves_and_cleans_up_on_sigterm() {
-    let (scratch, node) = setup();
-    let kubelet_dir = scratch.path().join("kubelet");
-    let devinfo_dir = scratch.path().join("devinfo");
+    let node = setup();
+    let kubelet_dir = node.dir().join("kubelet");
+    let devinfo_dir = node.dir().join("devinfo");
     let kubelet = KubeletStandIn::start(&kubelet_dir).await.unwrap();
-    let conf_dir = scratch.path().join("net.d");
+    let conf_dir = node.dir().join("net.d");
     std::fs::create_dir_all(&conf_dir).unwrap();
     let primary = r#"{"cniVersion": "1.0.0", "name": "cbr0", "plugins": [{"type": "bridge"}]}"#;
     std::fs::write(conf_dir.join("10-primary.conflist"), primary).unwrap();
     let child = agent()
         .args(["run", "--pools"])
-        .arg(scratch.path().join("pools.json"))
+        .arg(node.dir().join("pools.json"))
         .arg("--sysfs-root")
         .arg(node.root())
         .arg("--kubelet-dir")
@@ -113,7 +111,7 @@ async fn run_registers_serves_and_cleans_up_on_sigterm() {
         .arg("--devinfo-dir")
         .arg(&devinfo_dir)
         .arg("--socket-dir")
-        .arg(scratch.path().join("run"))
+        .arg(node.dir().join("run"))
         .args(["--route-file", "/dev/null", "--auto-config", "--poll-interval-ms", "20", "--cni-conf-dir"])
         .arg(&conf_dir)
         .stdout(Stdio::piped())
@@ -143,7 +141,7 @@ async fn run_registers_serves_and_cleans_up_on_sigterm() {
     wait_for("00-plexus.conflist", &|| ours.exists()).await;
     let written: Value = serde_json::from_str(&std::fs::read_to_string(&ours).unwrap()).unwrap();
     assert_eq!(written["plugins"][0]["delegates"][0]["name"], "cbr0");
-    assert_eq!(written["plugins"][0]["daemonSocketDir"], scratch.path().join("run").display().to_string());
+    assert_eq!(written["plugins"][0]["daemonSocketDir"], node.dir().join("run").display().to_string());
     std::fs::rename(&ours, conf_dir.join("00-plexus.conflist.cilium_bak")).unwrap();
     wait_for("00-plexus.conflist to be put back", &|| ours.exists()).await;
 

@@ -77,20 +77,20 @@ fn the_daemonset_runs_the_agent_with_flags_paths_and_port_the_code_uses() {
     let kubelet_dir = arg("--kubelet-dir").unwrap();
     let devinfo_dir = arg("--devinfo-dir").unwrap();
     let conf_dir = arg("--cni-conf-dir").unwrap();
-    assert_eq!(socket_dir, plexus_cni::forward::DEFAULT_SOCKET_DIR, "the binary's default daemonSocketDir");
-    assert_eq!(devinfo_dir, plexus_cni::multus::devices::DEFAULT_DEVINFO_DIR, "where the binary looks");
+    assert_eq!(socket_dir, plexus_cni::paths::SOCKET_DIR, "the binary's default daemonSocketDir");
+    assert_eq!(devinfo_dir, plexus_cni::paths::DEVINFO_DIR, "where the binary looks");
     assert_eq!(kubelet_dir, "/var/lib/kubelet");
-    let checkpoint = Path::new(plexus_cni::multus::devices::DEFAULT_CHECKPOINT);
+    let checkpoint = Path::new(plexus_cni::paths::KUBELET_CHECKPOINT);
     for needed in [
         socket_dir.as_str(),
         kubelet_dir.as_str(),
         devinfo_dir.as_str(),
         conf_dir.as_str(),
-        plexus_cni::multus::config::DEFAULT_CONF_DIR,
-        plexus_cni::multus::config::DEFAULT_CNI_DIR,
-        plexus_cni::multus::config::DEFAULT_BIN_DIR,
-        plexus_cni::ipam::host_local::DEFAULT_DATA_DIR,
-        plexus_cni::sriov::record::DEFAULT_DATA_DIR,
+        plexus_cni::paths::CONF_DIR,
+        plexus_cni::paths::CNI_DIR,
+        plexus_cni::paths::BIN_DIR,
+        plexus_cni::paths::HOST_LOCAL_DIR,
+        plexus_cni::paths::SRIOV_DATA_DIR,
         checkpoint.to_str().unwrap(),
         "/var/run/netns",
     ] {
@@ -126,7 +126,7 @@ fn the_daemonset_runs_the_agent_with_flags_paths_and_port_the_code_uses() {
         assert!(install_flags.contains(flag), "{flag} is not a flag of install-cni: {install_flags:?}");
     }
     let bin_dir = &command[command.iter().position(|c| c == "--bin-dir").unwrap() + 1];
-    assert_eq!(bin_dir, plexus_cni::multus::config::DEFAULT_BIN_DIR);
+    assert_eq!(bin_dir, plexus_cni::paths::BIN_DIR);
     assert_eq!(init["volumeMounts"][0]["mountPath"], bin_dir.as_str());
 
     // The image puts the binaries where the manifests run them from.

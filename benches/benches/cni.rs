@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use plexus_hw::netns::Netns;
-use plexus_hw::sim::ScratchDir;
+use plexus_sim::TempDir;
 use serde_json::json;
 
 const PLUGINS: &str = "/usr/lib/cni";
@@ -25,7 +25,8 @@ fn plexus_binary() -> PathBuf {
     let binary = target.join(if release { "release" } else { "debug" }).join("plexus");
     if !binary.exists() {
         let mut cargo = Command::new(env!("CARGO"));
-        cargo.args(["build", "-q", "-p", "plexus-cni", "--bin", "plexus"]);
+        // With the features the workspace builds it with, so it is the same artifact.
+        cargo.args(["build", "-q", "-p", "plexus-cni", "--features", "simulated-node", "--bin", "plexus"]);
         if release {
             cargo.arg("--release");
         }
@@ -55,7 +56,7 @@ fn call(binary: &Path, env: &[(&str, &str)], stdin: &[u8]) {
 struct Setup {
     host: Netns,
     pod: Netns,
-    dir: ScratchDir,
+    dir: TempDir,
 }
 
 impl Setup {
@@ -63,7 +64,7 @@ impl Setup {
         let (Ok(host), Ok(pod), Ok(dir)) = (
             Netns::create_unique("plexus-bench-h"),
             Netns::create_unique("plexus-bench-p"),
-            ScratchDir::new("bench-cni"),
+            plexus_sim::scratch("bench-cni"),
         ) else {
             panic!("the CNI bench needs root (network namespaces)")
         };

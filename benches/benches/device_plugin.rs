@@ -5,7 +5,6 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use plexus_benches::BenchNode;
 use plexus_device_plugin::allocator;
 use plexus_device_plugin::config::{DEFAULT_PREFIX, PoolConfig};
 use plexus_device_plugin::plugin::{self, PluginOptions};
@@ -15,17 +14,17 @@ use plexus_device_plugin::proto::deviceplugin::{
     AllocateRequest, ContainerAllocateRequest, ContainerPreferredAllocationRequest,
     PreferredAllocationRequest,
 };
-use plexus_device_plugin::standin::KubeletStandIn;
 use plexus_device_plugin::transport::Channel;
-use plexus_hw::sim::{ScratchDir, SimSpec};
 use plexus_hw::{SysfsRoot, discover};
+use plexus_sim::kubelet::KubeletStandIn;
+use plexus_sim::{ScratchNode, SimSpec};
 
 const POOL: &str = r#"{"resourceList": [{"resourceName": "sriov", "selectors": {"vendors": ["8086"]}}]}"#;
 
 /// 4 PFs x 64 VFs over 2 NUMA nodes, all in one pool.
-fn node() -> BenchNode {
+fn node() -> ScratchNode {
     let spec = SimSpec { pfs: 4, numa_nodes: 2, vfs_per_pf: 64, vfio_vfs_per_pf: 0, cpus_per_node: 8 };
-    match BenchNode::tree(&spec) {
+    match ScratchNode::tree("bench", &spec) {
         Ok(node) => node,
         Err(e) => panic!("cannot build the simulated node: {e}"),
     }
@@ -40,7 +39,7 @@ fn config() -> PoolConfig {
 
 fn preferred_allocation(c: &mut Criterion) {
     let bench = node();
-    let Ok(found) = discover(&SysfsRoot::new(bench.node.root())) else { panic!("discovery failed") };
+    let Ok(found) = discover(&SysfsRoot::new(bench.root())) else { panic!("discovery failed") };
     let devices = pools::assign(&config(), &found, &Default::default()).pools.remove(0);
     assert_eq!(devices.len(), 256);
     let available: Vec<String> = devices.iter().map(|d| d.id()).collect();
@@ -65,28 +64,26 @@ struct Served {
     ids: Vec<String>,
     _stop: tokio::sync::oneshot::Sender<()>,
     _kubelet: KubeletStandIn,
-    _scratch: ScratchDir,
-    _node: BenchNode,
+    _node: ScratchNode,
 }
 
 fn served() -> Served {
     let node = node();
-    let Ok(found) = discover(&SysfsRoot::new(node.node.root())) else { panic!("discovery failed") };
+    let Ok(found) = discover(&SysfsRoot::new(node.root())) else { panic!("discovery failed") };
     let ids = pools::assign(&config(), &found, &Default::default())
         .pools
         .remove(0)
         .iter()
         .map(|d| d.id())
         .collect();
-    let Ok(scratch) = ScratchDir::new("bench-dp") else { panic!("scratch dir") };
     let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
     else {
         panic!("runtime")
     };
-    let mut options = PluginOptions::new(SysfsRoot::new(node.node.root()));
-    options.kubelet_dir = scratch.path().join("kubelet");
-    options.devinfo_dir = scratch.path().join("devinfo");
-    options.route_file = scratch.path().join("none");
+    let mut options = PluginOptions::new(SysfsRoot::new(node.root()));
+    options.kubelet_dir = node.dir().join("kubelet");
+    options.devinfo_dir = node.dir().join("devinfo");
+    options.route_file = node.dir().join("none");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (kubelet, client) = runtime.block_on(async {
         let Ok(kubelet) = KubeletStandIn::start(&options.kubelet_dir).await else {
@@ -103,7 +100,7 @@ fn served() -> Served {
         let Ok(client) = kubelet.plugin(&registration.endpoint).await else { panic!("connect") };
         (kubelet, client)
     });
-    Served { runtime, client, ids, _stop: stop, _kubelet: kubelet, _scratch: scratch, _node: node }
+    Served { runtime, client, ids, _stop: stop, _kubelet: kubelet, _node: node }
 }
 
 fn grpc_round_trips(c: &mut Criterion) {

@@ -12,32 +12,30 @@
 //! plexus-benches --bench sriov`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
-use plexus_benches::BenchNode;
+use plexus_cni::delegate::Request;
 use plexus_cni::spec::{Command, Invocation};
 use plexus_cni::sriov::{Phases, Sriov};
 use plexus_hw::netlink::Netlink;
 use plexus_hw::netns::Netns;
-use plexus_hw::sim::{ScratchDir, SimSpec, SimVfControl};
-use plexus_hw::vf::{NetlinkVfControl, VfControl};
-use plexus_hw::{IfName, MacAddr, PciAddress, SysfsRoot, discover};
+use plexus_hw::{IfName, MacAddr, Node, PciAddress, SysfsRoot, discover};
+use plexus_sim::{ScratchNode, SimSpec, TempDir};
 use serde_json::{Value, json};
 
 /// Where the attachment happens: the delegate, the VF, the host namespace, a pod.
 struct Setup {
+    node: Node,
     sriov: Sriov,
-    control: Arc<dyn VfControl>,
     vf: PciAddress,
     vf_netdev: IfName,
     /// On bare metal: the PF and VF index, whose settings the floor reads and sets over
     /// netlink as the real VF control does (the simulator keeps them in a file instead).
     real_vf: Option<(IfName, plexus_hw::VfIndex)>,
     pod: Netns,
-    dir: ScratchDir,
-    _node: Option<BenchNode>,
+    dir: TempDir,
+    _sim: Option<ScratchNode>,
 }
 
 fn fail(what: &str, e: impl std::fmt::Display) -> ! {
@@ -46,33 +44,20 @@ fn fail(what: &str, e: impl std::fmt::Display) -> ! {
 
 impl Setup {
     fn new() -> Self {
-        let dir = ScratchDir::new("bench-sriov").unwrap_or_else(|e| fail("scratch dir", e));
+        let dir = plexus_sim::scratch("bench-sriov").unwrap_or_else(|e| fail("scratch dir", e));
         let pod =
             Netns::create_unique("plexus-bench-sriov").unwrap_or_else(|e| fail("the bench needs root", e));
-        let (sysfs, control, node): (SysfsRoot, Arc<dyn VfControl>, _) =
-            match std::env::var("PLEXUS_BENCH_PF") {
-                Ok(_) => (SysfsRoot::default(), Arc::new(NetlinkVfControl::new(None)), None),
-                Err(_) => {
-                    let spec = SimSpec {
-                        pfs: 2,
-                        numa_nodes: 1,
-                        vfs_per_pf: 4,
-                        vfio_vfs_per_pf: 0,
-                        cpus_per_node: 2,
-                    };
-                    let mut node = BenchNode::tree(&spec).unwrap_or_else(|e| fail("simulated node", e));
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_io()
-                        .build()
-                        .unwrap_or_else(|e| fail("runtime", e));
-                    let name = format!("plexus-bench-sim-{}", std::process::id());
-                    runtime
-                        .block_on(node.node.create_netdevs(&name))
-                        .unwrap_or_else(|e| fail("sim links", e));
-                    let control = SimVfControl::for_node(&node.node);
-                    (SysfsRoot::new(node.node.root()), Arc::new(control), Some(node))
-                }
-            };
+        let (node, sim) = match std::env::var("PLEXUS_BENCH_PF") {
+            Ok(_) => (Node::real(SysfsRoot::default()), None),
+            Err(_) => {
+                let spec =
+                    SimSpec { pfs: 2, numa_nodes: 1, vfs_per_pf: 4, vfio_vfs_per_pf: 0, cpus_per_node: 2 };
+                let sim =
+                    ScratchNode::with_links("bench-sim", &spec).unwrap_or_else(|e| fail("simulated node", e));
+                (sim.hw_node(), Some(sim))
+            }
+        };
+        let sysfs = node.sysfs().clone();
         let found = discover(&sysfs).unwrap_or_else(|e| fail("discovery", e));
         let wanted = std::env::var("PLEXUS_BENCH_PF").unwrap_or_else(|_| "ens1f0".into());
         let (vf, vf_netdev, index) = found
@@ -80,12 +65,12 @@ impl Setup {
             .filter(|(pf, _)| pf.function.netdev_name() == Some(wanted.as_str()))
             .find_map(|(_, vf)| Some((vf.function.address, vf.function.netdev.clone()?.name, vf.index)))
             .unwrap_or_else(|| fail("no VF with a netdev on PF", &wanted));
-        let real_vf = match &node {
+        let real_vf = match &sim {
             None => Some((wanted.parse().unwrap_or_else(|e| fail("PLEXUS_BENCH_PF", e)), index)),
             Some(_) => None,
         };
-        let sriov = Sriov::new(sysfs, control.clone());
-        Self { sriov, control, vf, vf_netdev, real_vf, pod, dir, _node: node }
+        let sriov = Sriov::new(node.clone());
+        Self { node, sriov, vf, vf_netdev, real_vf, pod, dir, _sim: sim }
     }
 
     fn conf(&self, data_dir: &std::path::Path) -> Value {
@@ -108,6 +93,19 @@ impl Setup {
         Invocation::from_env(env).unwrap_or_else(|e| fail("invocation", e))
     }
 
+    /// One call of the delegate, on a kernel session of its own, as the meta-plugin makes it.
+    fn call(&self, invocation: &Invocation, conf: &Value) -> (Result<(), plexus_cni::Error>, Phases) {
+        let kernel = self.node.session(invocation.netns.as_deref());
+        let request = Request { invocation, config: conf, cluster: None, kernel: &kernel };
+        match invocation.command {
+            Command::Add => {
+                let (result, phases) = self.sriov.add_timed(&request);
+                (result.map(drop), phases)
+            }
+            _ => self.sriov.del_timed(&request),
+        }
+    }
+
     /// `iters` ADD+DEL cycles; returns the summed phases of the ADDs and of the DELs, and
     /// the wall time of each.
     fn cycles(&self, conf: &Value, iters: u64) -> (Phases, Duration, Phases, Duration) {
@@ -117,12 +115,12 @@ impl Setup {
         let (mut add_total, mut del_total) = (Duration::ZERO, Duration::ZERO);
         for _ in 0..iters {
             let start = Instant::now();
-            let (result, phases) = self.sriov.add_timed(&add_inv, "net1", conf);
+            let (result, phases) = self.call(&add_inv, conf);
             add_total += start.elapsed();
             result.unwrap_or_else(|e| fail("ADD", e));
             adds.spans.extend(phases.spans);
             let start = Instant::now();
-            let (result, phases) = self.sriov.del_timed(&del_inv, "net1", conf);
+            let (result, phases) = self.call(&del_inv, conf);
             del_total += start.elapsed();
             result.unwrap_or_else(|e| fail("DEL", e));
             dels.spans.extend(phases.spans);
@@ -132,11 +130,11 @@ impl Setup {
 
     /// What a plugin call opens first: the host namespace and a socket in it and in the pod.
     async fn connect(&self) -> Result<(Netns, Netlink, Netlink), plexus_hw::netlink::NetlinkError> {
-        let host = match self.control.netns() {
+        let host = match self.node.host_netns() {
             Some(path) => Netns::open(path)?,
             None => Netns::current()?,
         };
-        let host_nl = Netlink::connect(self.control.netns().map(|_| &host)).await?;
+        let host_nl = Netlink::connect(self.node.host_netns().map(|_| &host)).await?;
         let pod_nl = Netlink::connect(Some(&self.pod)).await?;
         Ok((host, host_nl, pod_nl))
     }

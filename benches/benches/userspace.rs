@@ -9,10 +9,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use plexus_cni::delegate::{Request, call_in_process};
 use plexus_cni::spec::{Command, Invocation};
-use plexus_cni::userspace::lab::OvsLab;
 use plexus_cni::userspace::{Userspace, port_name};
-use plexus_hw::sim::ScratchDir;
+use plexus_hw::kernel::NetlinkKernel;
+use plexus_sim::TempDir;
+use plexus_sim::ovs::OvsLab;
 use serde_json::{Value, json};
 
 const BRIDGE: &str = "br-bench";
@@ -24,7 +26,7 @@ fn fail(what: &str, e: impl std::fmt::Display) -> ! {
 struct Setup {
     lab: OvsLab,
     userspace: Userspace,
-    dir: ScratchDir,
+    dir: TempDir,
 }
 
 impl Setup {
@@ -35,7 +37,7 @@ impl Setup {
                 "openvswitch-switch-dpdk is not installed (hack/install-deps.sh)",
             );
         }
-        let dir = ScratchDir::new("bench-ovs").unwrap_or_else(|e| fail("scratch dir", e));
+        let dir = plexus_sim::scratch("bench-ovs").unwrap_or_else(|e| fail("scratch dir", e));
         let lab = OvsLab::start(dir.path(), &format!("plexus-bench-ovs-{}", std::process::id()))
             .unwrap_or_else(|e| fail("starting OVS-DPDK (root needed)", e));
         let status = lab
@@ -75,16 +77,25 @@ impl Setup {
         Invocation::from_env(env).unwrap_or_else(|e| fail("invocation", e))
     }
 
+    /// One call of the delegate in-process (its kernel session opens nothing: it makes no
+    /// kernel request).
+    fn call(&self, invocation: &Invocation, conf: &Value) {
+        let kernel = NetlinkKernel::new(None, None);
+        let request = Request { invocation, config: conf, cluster: None, kernel: &kernel };
+        call_in_process(&self.userspace, "userspace", &request)
+            .unwrap_or_else(|e| fail(invocation.command.as_str(), e));
+    }
+
     /// `iters` ADD+DEL cycles by the delegate: the time of the ADDs and of the DELs.
     fn plexus(&self, iters: u64) -> (Duration, Duration) {
         let (add, del, conf) = (Self::invocation(Command::Add), Self::invocation(Command::Del), self.conf());
         let (mut added, mut deleted) = (Duration::ZERO, Duration::ZERO);
         for _ in 0..iters {
             let start = Instant::now();
-            self.userspace.add(&add, "net1", &conf, None).unwrap_or_else(|e| fail("ADD", e));
+            self.call(&add, &conf);
             added += start.elapsed();
             let start = Instant::now();
-            self.userspace.del(&del, "net1", &conf).unwrap_or_else(|e| fail("DEL", e));
+            self.call(&del, &conf);
             deleted += start.elapsed();
         }
         (added, deleted)

@@ -1,35 +1,149 @@
 //! Running delegates: a plugin binary by the CNI exec protocol (config on stdin, result on
 //! stdout, exit code plus JSON error on failure), or a delegate type implemented inside Plexus,
-//! called in-process. A conflist runs plugin by plugin, each getting the previous result as
-//! `prevResult`, and in reverse on DEL.
+//! called in-process with one typed request. A conflist runs plugin by plugin, each getting
+//! the previous result as `prevResult`, and in reverse on DEL.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Stdio};
+use std::process::{Command as Process, ExitStatus, Stdio};
 use std::sync::Arc;
 
+use plexus_hw::kernel::Kernel;
 use serde_json::{Map, Value};
 
+use crate::error::{Error, ErrorList};
 use crate::multus::cluster::Cluster;
 use crate::spec::conf::capabilities;
-use crate::spec::{CniError, Command, ErrorCode, Invocation, NetworkConfig};
+use crate::spec::{Command, ErrorCode, ErrorReply, Invocation, NetworkConfig};
 
-/// A delegate type implemented inside Plexus: it gets what a binary would get (the
-/// invocation, the interface name and the plugin config) and answers what a binary would
-/// print (the ADD result). Under the meta-plugin it also gets the meta-plugin's Kubernetes
-/// access, where a binary would need a kubeconfig of its own (the userspace delegate reads
-/// the pod's volumes and annotates it).
+/// A delegate that could not be found or run, or that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DelegateError {
+    /// A `type` that cannot name a plugin binary.
+    #[error("invalid plugin type {0:?}")]
+    InvalidType(String),
+    /// No binary of the type in the plugin directories.
+    #[error("plugin {plugin:?} not found in {dirs}")]
+    NotFound {
+        /// The type.
+        plugin: String,
+        /// Where it was looked for, `:`-separated.
+        dirs: String,
+    },
+    /// The binary could not be started, fed or waited for.
+    #[error("{what} plugin {binary}: {error}")]
+    Io {
+        /// `starting`, `writing to`, `waiting for`.
+        what: &'static str,
+        /// The binary.
+        binary: PathBuf,
+        /// What the kernel said.
+        error: std::io::Error,
+    },
+    /// The plugin failed and said why, in the spec's JSON (its code and words pass through).
+    #[error("{reply}")]
+    Failed {
+        /// The type.
+        plugin: String,
+        /// What it printed.
+        reply: ErrorReply,
+    },
+    /// The plugin exited non-zero without the spec's JSON error.
+    #[error("plugin {plugin} failed ({status}){}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
+    Crashed {
+        /// The type.
+        plugin: String,
+        /// How it exited.
+        status: ExitStatus,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// The plugin's ADD printed something that is not a result.
+    #[error("plugin {plugin} printed no valid result: {error}")]
+    BadResult {
+        /// The type.
+        plugin: String,
+        /// The parser's complaint.
+        error: serde_json::Error,
+    },
+    /// The plugin's ADD printed nothing.
+    #[error("plugin {0} printed no result")]
+    NoResult(String),
+    /// A network config with no plugins.
+    #[error("no plugins")]
+    NoPlugins,
+    /// A verb an in-process delegate does not take.
+    #[error("{plugin}: {command} is not a delegate command")]
+    NotDelegateCommand {
+        /// The type.
+        plugin: String,
+        /// The verb.
+        command: &'static str,
+    },
+}
+
+impl DelegateError {
+    /// The spec's code for it; a failed plugin's own.
+    pub fn code(&self) -> u32 {
+        let code = match self {
+            Self::Failed { reply, .. } => return reply.code,
+            Self::InvalidType(_) | Self::NotFound { .. } | Self::NoPlugins => ErrorCode::InvalidNetworkConfig,
+            Self::Io { .. } => ErrorCode::Io,
+            Self::Crashed { .. } => ErrorCode::Plugin,
+            Self::BadResult { .. } | Self::NoResult(_) => ErrorCode::Decode,
+            Self::NotDelegateCommand { .. } => ErrorCode::InvalidEnvironment,
+        };
+        code.into()
+    }
+}
+
+/// One call of an in-process delegate: what a plugin binary would get (the invocation, with
+/// this delegate's interface name, namespace and arguments, and its config), and what only an
+/// in-process delegate can have: the meta-plugin's Kubernetes access (where a binary would need
+/// a kubeconfig of its own) and the call's kernel session.
+pub struct Request<'a> {
+    /// The delegate's invocation.
+    pub invocation: &'a Invocation,
+    /// Its plugin config, as a binary would read it on stdin.
+    pub config: &'a Value,
+    /// Kubernetes, when the meta-plugin has it.
+    pub cluster: Option<&'a dyn Cluster>,
+    /// The call's kernel session (host and pod namespaces).
+    pub kernel: &'a dyn Kernel,
+}
+
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request").field("invocation", &self.invocation).field("config", &self.config).finish()
+    }
+}
+
+/// A delegate type implemented inside Plexus, with the verbs of an attachment.
 pub trait InProcessPlugin: Send + Sync {
-    /// Runs `command` for interface `ifname` with the plugin config `config`.
-    fn call(
-        &self,
-        command: Command,
-        invocation: &Invocation,
-        ifname: &str,
-        config: &Value,
-        cluster: Option<&dyn Cluster>,
-    ) -> Result<Option<Value>, CniError>;
+    /// ADD: the result, as JSON of the config's version.
+    fn add(&self, request: &Request<'_>) -> Result<Value, Error>;
+    /// DEL: undoes what ADD made; nothing made is fine.
+    fn del(&self, request: &Request<'_>) -> Result<(), Error>;
+    /// CHECK: what ADD made is still there.
+    fn check(&self, request: &Request<'_>) -> Result<(), Error>;
+}
+
+/// Runs `request` on `plugin` by its verb.
+pub fn call_in_process(
+    plugin: &dyn InProcessPlugin,
+    plugin_type: &str,
+    request: &Request<'_>,
+) -> Result<Option<Value>, Error> {
+    match request.invocation.command {
+        Command::Add => plugin.add(request).map(Some),
+        Command::Del => plugin.del(request).map(|()| None),
+        Command::Check => plugin.check(request).map(|()| None),
+        other => {
+            Err(DelegateError::NotDelegateCommand { plugin: plugin_type.to_owned(), command: other.as_str() }
+                .into())
+        }
+    }
 }
 
 /// The delegate types called in-process, by `type`.
@@ -50,111 +164,63 @@ impl Registry {
         self.plugins.insert(plugin_type.to_owned(), plugin);
     }
 
-    fn get(&self, plugin_type: &str) -> Option<&Arc<dyn InProcessPlugin>> {
+    /// The in-process delegate of `plugin_type`.
+    pub fn get(&self, plugin_type: &str) -> Option<&Arc<dyn InProcessPlugin>> {
         self.plugins.get(plugin_type)
     }
 }
 
-/// Finds and runs delegates.
-#[derive(Clone)]
-pub struct Delegator<'a> {
-    /// Where binaries are looked for: `binDir`, then CNI_PATH.
+/// Plugin binaries: where they are looked for, and how they are run.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `binDir`, then CNI_PATH.
     dirs: Vec<PathBuf>,
-    registry: Registry,
-    /// Given to in-process delegates.
-    cluster: Option<&'a dyn Cluster>,
 }
 
-impl std::fmt::Debug for Delegator<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delegator").field("dirs", &self.dirs).field("registry", &self.registry).finish()
-    }
-}
-
-/// What a conflist's ADD produced: the final result, as the last plugin printed it.
-pub type AddResult = Value;
-
-impl<'a> Delegator<'a> {
-    /// Looks for binaries in `bin_dir` first, then in `cni_path`.
-    pub fn new(bin_dir: Option<&Path>, cni_path: &[PathBuf], registry: Registry) -> Self {
+impl Binaries {
+    /// Looks in `bin_dir` first, then in `cni_path`.
+    pub fn new(bin_dir: Option<&Path>, cni_path: &[PathBuf]) -> Self {
         let mut dirs: Vec<PathBuf> = bin_dir.map(Path::to_path_buf).into_iter().collect();
         for dir in cni_path {
             if !dirs.contains(dir) {
                 dirs.push(dir.clone());
             }
         }
-        Self { dirs, registry, cluster: None }
+        Self { dirs }
     }
 
-    /// Gives in-process delegates `cluster`.
-    #[must_use]
-    pub fn with_cluster(mut self, cluster: Option<&'a dyn Cluster>) -> Self {
-        self.cluster = cluster;
-        self
-    }
-
-    /// The CNI_PATH delegates get, so they find their own IPAM plugins where we found them.
-    fn path_env(&self) -> String {
+    /// The CNI_PATH plugins get, so they find their own IPAM plugins where we found them.
+    pub fn path_env(&self) -> String {
         std::env::join_paths(&self.dirs).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
     }
 
     /// The binary of `plugin_type`.
-    pub fn find(&self, plugin_type: &str) -> Result<PathBuf, CniError> {
+    pub fn find(&self, plugin_type: &str) -> Result<PathBuf, DelegateError> {
         if plugin_type.is_empty() || plugin_type.contains('/') || plugin_type == "." || plugin_type == ".." {
-            return Err(CniError::new(
-                ErrorCode::InvalidNetworkConfig,
-                format!("invalid plugin type {plugin_type:?}"),
-            ));
+            return Err(DelegateError::InvalidType(plugin_type.to_owned()));
         }
         self.dirs.iter().map(|dir| dir.join(plugin_type)).find(|path| path.is_file()).ok_or_else(|| {
             let dirs: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
-            CniError::new(
-                ErrorCode::InvalidNetworkConfig,
-                format!("plugin {plugin_type:?} not found in {}", dirs.join(":")),
-            )
+            DelegateError::NotFound { plugin: plugin_type.to_owned(), dirs: dirs.join(":") }
         })
     }
 
-    /// Whether `plugin_type` can be run: in-process, or a binary found.
-    pub fn available(&self, plugin_type: &str) -> bool {
-        self.registry.get(plugin_type).is_some() || self.find(plugin_type).is_ok()
-    }
-
-    /// Runs one plugin with its full config.
-    pub fn call(
-        &self,
-        command: Command,
-        invocation: &Invocation,
-        ifname: &str,
-        config: &Value,
-    ) -> Result<Option<Value>, CniError> {
-        let plugin_type = config.get("type").and_then(Value::as_str).unwrap_or_default();
-        if let Some(plugin) = self.registry.get(plugin_type) {
-            return plugin.call(command, invocation, ifname, config, self.cluster);
-        }
-        self.exec(plugin_type, command, invocation, ifname, config)
-    }
-
-    /// Runs the binary of `plugin_type` with `config` on its stdin, by the CNI exec protocol
-    /// (an IPAM plugin gets its network's whole config this way).
+    /// Runs the binary of `plugin_type` with `env` and `config` on its stdin, by the CNI exec
+    /// protocol (an IPAM plugin gets its network's whole config this way). Returns what an ADD
+    /// printed.
     pub fn exec(
         &self,
         plugin_type: &str,
         command: Command,
-        invocation: &Invocation,
-        ifname: &str,
+        env: Vec<(&'static str, String)>,
         config: &Value,
-    ) -> Result<Option<Value>, CniError> {
+    ) -> Result<Option<Value>, DelegateError> {
         let binary = self.find(plugin_type)?;
-        let stdin = serde_json::to_vec(config).map_err(|e| {
-            CniError::new(ErrorCode::Decode, "cannot encode plugin config").with_details(e.to_string())
-        })?;
-        let io = |what: &str, e: std::io::Error| {
-            CniError::new(ErrorCode::Io, format!("{what} plugin {}", binary.display()))
-                .with_details(e.to_string())
-        };
+        // A config is JSON values only: it always encodes.
+        let stdin = serde_json::to_vec(config).unwrap_or_default();
+        let io = |what, error| DelegateError::Io { what, binary: binary.clone(), error };
         let mut child = Process::new(&binary)
-            .envs(invocation.env_for(command, ifname, &self.path_env()))
+            .envs(env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -165,24 +231,109 @@ impl<'a> Delegator<'a> {
             input.write_all(&stdin).map_err(|e| io("writing to", e))?;
         }
         let output = child.wait_with_output().map_err(|e| io("waiting for", e))?;
+        let plugin = || plugin_type.to_owned();
         if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-            return Err(match serde_json::from_slice::<CniError>(&output.stdout) {
-                Ok(err) => err,
-                Err(_) => CniError::new(
-                    ErrorCode::Plugin,
-                    format!("plugin {plugin_type} failed ({})", output.status),
-                )
-                .with_details(stderr),
+            return Err(match serde_json::from_slice::<ErrorReply>(&output.stdout) {
+                Ok(reply) => DelegateError::Failed { plugin: plugin(), reply },
+                Err(_) => DelegateError::Crashed {
+                    plugin: plugin(),
+                    status: output.status,
+                    stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+                },
             });
         }
         if command != Command::Add || output.stdout.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        serde_json::from_slice(&output.stdout).map(Some).map_err(|e| {
-            CniError::new(ErrorCode::Decode, format!("plugin {plugin_type} printed no valid result"))
-                .with_details(e.to_string())
-        })
+        serde_json::from_slice(&output.stdout)
+            .map(Some)
+            .map_err(|error| DelegateError::BadResult { plugin: plugin(), error })
+    }
+}
+
+/// Finds and runs the delegates of one call.
+#[derive(Clone)]
+pub struct Delegator<'a> {
+    binaries: Binaries,
+    registry: Registry,
+    /// Given to in-process delegates.
+    cluster: Option<&'a dyn Cluster>,
+    /// The call's kernel session, given to in-process delegates.
+    kernel: &'a dyn Kernel,
+}
+
+impl std::fmt::Debug for Delegator<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delegator")
+            .field("binaries", &self.binaries)
+            .field("registry", &self.registry)
+            .finish()
+    }
+}
+
+/// What a conflist's ADD produced: the final result, as the last plugin printed it.
+pub type AddResult = Value;
+
+impl<'a> Delegator<'a> {
+    /// Binaries from `binaries`, in-process delegates from `registry`, which get `kernel`.
+    pub fn new(binaries: Binaries, registry: Registry, kernel: &'a dyn Kernel) -> Self {
+        Self { binaries, registry, cluster: None, kernel }
+    }
+
+    /// Gives in-process delegates `cluster`.
+    #[must_use]
+    pub fn with_cluster(mut self, cluster: Option<&'a dyn Cluster>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// The same delegates, with another kernel session (a GC deletes each container on its own).
+    #[must_use]
+    pub fn with_kernel<'b>(&self, kernel: &'b dyn Kernel) -> Delegator<'b>
+    where
+        'a: 'b,
+    {
+        Delegator {
+            binaries: self.binaries.clone(),
+            registry: self.registry.clone(),
+            cluster: self.cluster,
+            kernel,
+        }
+    }
+
+    /// The plugin binaries.
+    pub fn binaries(&self) -> &Binaries {
+        &self.binaries
+    }
+
+    /// Whether `plugin_type` can be run: in-process, or a binary found.
+    pub fn available(&self, plugin_type: &str) -> bool {
+        self.registry.get(plugin_type).is_some() || self.binaries.find(plugin_type).is_ok()
+    }
+
+    /// Runs one plugin of `invocation`'s verb with its full config.
+    pub fn call(&self, invocation: &Invocation, config: &Value) -> Result<Option<Value>, Error> {
+        let plugin_type = plugin_type(config);
+        if let Some(plugin) = self.registry.get(plugin_type) {
+            let request = Request { invocation, config, cluster: self.cluster, kernel: self.kernel };
+            return call_in_process(&**plugin, plugin_type, &request);
+        }
+        let env = invocation.env(&self.binaries.path_env());
+        Ok(self.binaries.exec(plugin_type, invocation.command, env, config)?)
+    }
+
+    /// STATUS of one plugin (CNI 1.1): in-process delegates are always ready.
+    pub fn status(&self, config: &Value) -> Result<(), Error> {
+        let plugin_type = plugin_type(config);
+        if self.registry.get(plugin_type).is_some() {
+            return Ok(());
+        }
+        let env = vec![
+            ("CNI_COMMAND", Command::Status.as_str().to_owned()),
+            ("CNI_PATH", self.binaries.path_env()),
+        ];
+        self.binaries.exec(plugin_type, Command::Status, env, config)?;
+        Ok(())
     }
 
     /// ADD of a conf or conflist; returns the final result.
@@ -190,18 +341,15 @@ impl<'a> Delegator<'a> {
         &self,
         network: &NetworkConfig,
         invocation: &Invocation,
-        ifname: &str,
         runtime: &Map<String, Value>,
-    ) -> Result<AddResult, CniError> {
+    ) -> Result<AddResult, Error> {
         let mut previous: Option<Value> = None;
         for plugin in network.plugins() {
             let config = plugin_config(plugin, runtime, previous.as_ref());
-            let result = self.call(Command::Add, invocation, ifname, &config)?;
-            previous = Some(result.ok_or_else(|| {
-                CniError::new(ErrorCode::Decode, format!("plugin {} printed no result", plugin_type(&config)))
-            })?);
+            let result = self.call(invocation, &config)?;
+            previous = Some(result.ok_or_else(|| DelegateError::NoResult(plugin_type(&config).to_owned()))?);
         }
-        previous.ok_or_else(|| CniError::new(ErrorCode::InvalidNetworkConfig, "no plugins"))
+        Ok(previous.ok_or(DelegateError::NoPlugins)?)
     }
 
     /// DEL of a conf or conflist, plugins in reverse; keeps going past failures and returns
@@ -210,14 +358,13 @@ impl<'a> Delegator<'a> {
         &self,
         network: &NetworkConfig,
         invocation: &Invocation,
-        ifname: &str,
         runtime: &Map<String, Value>,
         previous: Option<&Value>,
-    ) -> Vec<CniError> {
-        let mut errors = Vec::new();
+    ) -> ErrorList {
+        let mut errors = ErrorList::new();
         for plugin in network.plugins().into_iter().rev() {
             let config = plugin_config(plugin, runtime, previous);
-            if let Err(e) = self.call(Command::Del, invocation, ifname, &config) {
+            if let Err(e) = self.call(invocation, &config) {
                 errors.push(e.context(format!("plugin {}", plugin_type(&config))));
             }
         }
@@ -229,24 +376,24 @@ impl<'a> Delegator<'a> {
         &self,
         network: &NetworkConfig,
         invocation: &Invocation,
-        ifname: &str,
         runtime: &Map<String, Value>,
         previous: &Value,
-    ) -> Result<(), CniError> {
+    ) -> Result<(), Error> {
         if network.check_disabled() {
             return Ok(());
         }
         for plugin in network.plugins() {
             let config = plugin_config(plugin, runtime, Some(previous));
-            self.call(Command::Check, invocation, ifname, &config)
+            self.call(invocation, &config)
                 .map_err(|e| e.context(format!("plugin {}", plugin_type(&config))))?;
         }
         Ok(())
     }
 }
 
-fn plugin_type(config: &Value) -> &str {
-    config.get("type").and_then(Value::as_str).unwrap_or("?")
+/// A plugin config's `type`.
+pub fn plugin_type(config: &Value) -> &str {
+    config.get("type").and_then(Value::as_str).unwrap_or_default()
 }
 
 /// One plugin's stdin: its config, the runtime's arguments it has the capability for, and the
@@ -297,14 +444,10 @@ mod tests {
 
     #[test]
     fn binaries_are_looked_for_in_bin_dir_then_cni_path_and_never_outside() {
-        let delegator = Delegator::new(
-            Some(Path::new("/nonexistent/bin")),
-            &[PathBuf::from("/usr/bin")],
-            Registry::default(),
-        );
-        assert_eq!(delegator.find("env").unwrap(), PathBuf::from("/usr/bin/env"));
-        let err = delegator.find("no-such-plugin").unwrap_err();
-        assert!(err.msg.contains("/nonexistent/bin:/usr/bin"), "{err:?}");
-        assert!(delegator.find("../bin/sh").is_err());
+        let binaries = Binaries::new(Some(Path::new("/nonexistent/bin")), &[PathBuf::from("/usr/bin")]);
+        assert_eq!(binaries.find("env").unwrap(), PathBuf::from("/usr/bin/env"));
+        let err = binaries.find("no-such-plugin").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/bin:/usr/bin"), "{err:?}");
+        assert!(matches!(binaries.find("../bin/sh"), Err(DelegateError::InvalidType(_))));
     }
 }

@@ -1,19 +1,26 @@
-//! One CNI call, start to finish: environment and stdin in, result or error JSON and an exit
-//! code out. The `plexus` binary is this function; the agent will call it for forwarded calls.
-
-use serde_json::Value;
+//! The edge of a CNI call: the environment and stdin in; the result, or the spec's JSON error,
+//! and an exit code out. Errors stay typed everywhere below; this is the one place they
+//! become the wire format ([`outcome`]). The `plexus` binary is [`run`]; the agent runs
+//! [`execute`] for each forwarded call, so it can label its metrics with the typed error, then
+//! makes the same [`Outcome`].
 
 use std::sync::Arc;
 
-use crate::delegate::{Delegator, InProcessPlugin, Registry};
-use crate::meta::{self, MetaPlugin};
-use crate::multus::cluster::Cluster;
-use crate::multus::config::MetaConfig;
-use crate::routes::PodRoutes;
-use crate::spec::{CniError, Command, ErrorCode, Invocation};
+use plexus_hw::Node;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-/// What a call prints on stdout, and its exit code.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use crate::delegate::{InProcessPlugin, Registry, Request, call_in_process};
+use crate::error::Error;
+use crate::multus::cluster::{Cluster, ClusterError};
+use crate::multus::config::MetaConfig;
+use crate::multus::devices::Devices;
+use crate::multus::meta::{self, MetaPlugin};
+use crate::spec::{Call, ConfigError};
+
+/// What a call prints on stdout, and its exit code: what the binary ends with, and what the
+/// agent sends back over its socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     /// stdout.
     pub stdout: String,
@@ -22,104 +29,82 @@ pub struct Outcome {
 }
 
 /// Makes the Kubernetes access for a config: `None` for static delegates only.
-pub type ClusterFactory<'a> = &'a dyn Fn(&MetaConfig) -> Result<Option<Box<dyn Cluster>>, CniError>;
+pub type ClusterFactory<'a> = &'a dyn Fn(&MetaConfig) -> Result<Option<Box<dyn Cluster>>, ClusterError>;
 
 /// What a call needs from its surroundings.
 pub struct Context<'a> {
     /// Delegate types called in-process.
     pub registry: Registry,
-    /// Route changes in the pod's namespace.
-    pub routes: &'a dyn PodRoutes,
+    /// The node: its host namespace, for the calls' kernel sessions.
+    pub node: &'a Node,
     /// Makes the Kubernetes client for the config, `None` for static delegates only.
     pub cluster: ClusterFactory<'a>,
     /// The pod's allocated devices (PodResources in the agent, the kubelet checkpoint in the
     /// binary), `None` to inject no device IDs.
-    pub devices: Option<&'a dyn crate::multus::devices::Devices>,
+    pub devices: Option<&'a dyn Devices>,
 }
 
 impl std::fmt::Debug for Context<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("registry", &self.registry).finish()
+        f.debug_struct("Context").field("registry", &self.registry).field("node", &self.node).finish()
     }
 }
 
-/// The delegates built into Plexus: `sriov`, `userspace`, `bond`.
-pub fn builtin_registry() -> Registry {
+/// The delegates built into Plexus, on `node`: `sriov`, `userspace` (with the node's paths),
+/// `bond`.
+pub fn builtin_registry(node: &Node, userspace: crate::userspace::Userspace) -> Registry {
     let mut registry = Registry::default();
-    registry.register("sriov", Arc::new(SriovFromEnv));
-    registry.register("userspace", Arc::new(crate::userspace::Userspace::default()));
+    registry.register("sriov", Arc::new(crate::sriov::Sriov::new(node.clone())));
+    registry.register("userspace", Arc::new(userspace));
     registry.register("bond", Arc::new(crate::bond::Bond));
     registry
 }
 
-/// The delegates built into Plexus, on the node whose sysfs is at `sysfs` (the agent's view
-/// of the node, rather than the environment's), with the node's paths for `userspace`.
-pub fn builtin_registry_for(
-    sysfs: &plexus_hw::SysfsRoot,
-    userspace: crate::userspace::Userspace,
-) -> Result<Registry, CniError> {
-    let control = plexus_hw::vf::control_for(sysfs)
-        .map_err(|e| CniError::new(ErrorCode::Plugin, format!("sriov: {e}")))?;
-    let mut registry = Registry::default();
-    registry.register("sriov", Arc::new(crate::sriov::Sriov::new(sysfs.clone(), control)));
-    registry.register("userspace", Arc::new(userspace));
-    registry.register("bond", Arc::new(crate::bond::Bond));
-    Ok(registry)
-}
-
-/// The `sriov` delegate of the node `PLEXUS_SYSFS_ROOT` names, made per call: the variable is
-/// read where the call runs.
-struct SriovFromEnv;
-
-impl InProcessPlugin for SriovFromEnv {
-    fn call(
-        &self,
-        command: Command,
-        invocation: &Invocation,
-        ifname: &str,
-        config: &Value,
-        cluster: Option<&dyn Cluster>,
-    ) -> Result<Option<Value>, CniError> {
-        crate::sriov::Sriov::from_env()?.call(command, invocation, ifname, config, cluster)
-    }
-}
-
 /// The built-in delegate a binary named `name` is (the `plexus` binary installed, or linked,
 /// as `sriov` is the SR-IOV plugin by itself, for plain Multus).
-pub fn builtin_named(name: &str) -> Option<Arc<dyn InProcessPlugin>> {
+pub fn builtin_named(name: &str, node: &Node) -> Option<Arc<dyn InProcessPlugin>> {
     match name {
-        "sriov" => Some(Arc::new(SriovFromEnv)),
+        "sriov" => Some(Arc::new(crate::sriov::Sriov::new(node.clone()))),
         "userspace" => Some(Arc::new(crate::userspace::Userspace::default())),
         "bond" => Some(Arc::new(crate::bond::Bond)),
         _ => None,
     }
 }
 
-/// Runs one call of a built-in delegate as a standalone CNI plugin.
+/// What a call's result prints and exits with, for a caller whose config is `stdin`.
+pub fn outcome(result: Result<Option<Value>, Error>, stdin: &[u8]) -> Outcome {
+    match result {
+        Ok(Some(value)) => Outcome { stdout: value.to_string(), code: 0 },
+        Ok(None) => Outcome { stdout: String::new(), code: 0 },
+        Err(err) => {
+            tracing::debug!("failed: {err}");
+            Outcome { stdout: err.reply().to_json(&error_version(stdin)), code: 1 }
+        }
+    }
+}
+
+/// Runs one call of a built-in delegate as a standalone CNI plugin on `node`.
 pub fn run_plugin(
     env: impl Fn(&str) -> Option<String>,
     stdin: &[u8],
     plugin: &dyn InProcessPlugin,
+    plugin_type: &str,
+    node: &Node,
 ) -> Outcome {
-    let call = || -> Result<Option<Value>, CniError> {
-        let invocation = Invocation::from_env(env)?;
-        match invocation.command {
-            Command::Version => return Ok(Some(meta::version_info())),
+    let call = || -> Result<Option<Value>, Error> {
+        let invocation = match Call::from_env(env)? {
+            Call::Version => return Ok(Some(meta::version_info())),
             // Nothing to report or collect beyond what DEL restores.
-            Command::Status | Command::Gc => return Ok(None),
-            _ => {}
-        }
-        let config: Value = serde_json::from_slice(stdin).map_err(|e| {
-            CniError::new(ErrorCode::Decode, "the network config is not valid JSON")
-                .with_details(e.to_string())
-        })?;
-        plugin.call(invocation.command, &invocation, &invocation.ifname, &config, None)
+            Call::Status { .. } | Call::Gc { .. } => return Ok(None),
+            Call::Attachment(invocation) => invocation,
+        };
+        let config: Value = serde_json::from_slice(stdin)
+            .map_err(|error| ConfigError::Decode { what: format!("{plugin_type} config"), error })?;
+        let kernel = node.session(invocation.netns.as_deref());
+        let request = Request { invocation: &invocation, config: &config, cluster: None, kernel: &kernel };
+        call_in_process(plugin, plugin_type, &request)
     };
-    match call() {
-        Ok(Some(value)) => Outcome { stdout: value.to_string(), code: 0 },
-        Ok(None) => Outcome { stdout: String::new(), code: 0 },
-        Err(err) => Outcome { stdout: err.to_json(&error_version(stdin)), code: 1 },
-    }
+    outcome(call(), stdin)
 }
 
 /// The cniVersion to answer an error with: the config's if it says one, else the newest.
@@ -132,53 +117,56 @@ pub fn error_version(stdin: &[u8]) -> String {
 
 /// Runs one call.
 pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &[u8], context: &Context<'_>) -> Outcome {
-    match call(env, stdin, context) {
-        Ok(Some(value)) => Outcome { stdout: value.to_string(), code: 0 },
-        Ok(None) => Outcome { stdout: String::new(), code: 0 },
-        Err(err) => Outcome { stdout: err.to_json(&error_version(stdin)), code: 1 },
-    }
+    outcome(execute(env, stdin, context), stdin)
 }
 
-fn call(
+/// Runs one call, the result typed.
+pub fn execute(
     env: impl Fn(&str) -> Option<String>,
     stdin: &[u8],
     context: &Context<'_>,
-) -> Result<Option<Value>, CniError> {
-    let invocation = Invocation::from_env(env)?;
-    if invocation.command == Command::Version {
+) -> Result<Option<Value>, Error> {
+    let call = Call::from_env(env)?;
+    if call == Call::Version {
         return Ok(Some(meta::version_info()));
     }
     let config = MetaConfig::parse(stdin)?;
-    tracing::info!(
-        "{} container {} interface {} netns {}",
-        invocation.command.as_str(),
-        invocation.container_id,
-        invocation.ifname,
-        invocation.netns
-    );
     let cluster = (context.cluster)(&config)?;
-    let delegator = Delegator::new(Some(&config.bin_dir), &invocation.path, context.registry.clone())
-        .with_cluster(cluster.as_deref());
+    let path = match &call {
+        Call::Attachment(invocation) => invocation.path.clone(),
+        Call::Status { path } | Call::Gc { path } => path.clone(),
+        Call::Version => Vec::new(),
+    };
     let plugin = MetaPlugin {
         config,
-        invocation: invocation.clone(),
         cluster: cluster.as_deref(),
-        delegator,
-        routes: context.routes,
+        node: context.node,
+        registry: context.registry.clone(),
+        path,
         devices: context.devices,
     };
-    match invocation.command {
-        Command::Add => plugin.add().map(Some),
-        Command::Del => plugin.del().map(|()| None),
-        Command::Check => plugin.check().map(|()| None),
-        Command::Status => plugin.status().map(|()| None),
-        Command::Gc => {
-            let value: Value = serde_json::from_slice(stdin).map_err(|e| {
-                CniError::new(ErrorCode::Decode, "GC: stdin is not JSON").with_details(e.to_string())
-            })?;
+    match call {
+        Call::Attachment(invocation) => {
+            tracing::info!(
+                "{} container {} interface {} netns {}",
+                invocation.command.as_str(),
+                invocation.container_id,
+                invocation.ifname,
+                invocation.netns_str()
+            );
+            match invocation.command {
+                crate::spec::Command::Add => plugin.add(&invocation).map(Some),
+                crate::spec::Command::Del => plugin.del(&invocation).map(|()| None),
+                _ => plugin.check(&invocation).map(|()| None),
+            }
+        }
+        Call::Status { .. } => plugin.status().map(|()| None),
+        Call::Gc { .. } => {
+            let value: Value = serde_json::from_slice(stdin)
+                .map_err(|error| ConfigError::Decode { what: "GC".into(), error })?;
             plugin.gc(&value).map(|()| None)
         }
-        Command::Version => Ok(Some(meta::version_info())),
+        Call::Version => Ok(Some(meta::version_info())),
     }
 }
 

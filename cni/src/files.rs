@@ -52,7 +52,7 @@ mod tests {
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temporary_file() {
-        let dir = plexus_hw::sim::ScratchDir::new("files").unwrap();
+        let dir = plexus_sim::scratch("files").unwrap();
         let path = dir.path().join("record.json");
         write_atomic(&path, b"one", true).unwrap();
         write_atomic(&path, b"two", false).unwrap();
@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn a_lock_waits_for_its_holder() {
-        let dir = plexus_hw::sim::ScratchDir::new("files-lock").unwrap();
+        let dir = plexus_sim::scratch("files-lock").unwrap();
         let path = dir.path().join("lock");
         let held = lock(&path).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();

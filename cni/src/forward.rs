@@ -1,7 +1,7 @@
 //! The `plexus` binary's way to the agent: one CNI call (its CNI_* environment and stdin) sent
-//! over the agent's unix socket, one answer (stdout and exit code) back, both JSON, one
-//! connection per call. The agent runs the call with the same `entry::run` the binary would,
-//! so the answer is already in the caller's cniVersion.
+//! over the agent's unix socket, one answer (the [`Outcome`]: stdout and exit code) back, both
+//! JSON, one connection per call. The agent runs the call with the same `entry` the binary
+//! would, so the answer is already in the caller's cniVersion.
 //!
 //! Whether there is an agent is decided by its socket: no socket file in the socket directory
 //! (`daemonSocketDir`) means a node without the agent, and the binary does the work itself; a
@@ -19,11 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::entry::Outcome;
+use crate::paths;
 
-/// The agent's socket, in its socket directory.
-pub const SOCKET_NAME: &str = "plexus.sock";
-/// The socket directory when the config names none.
-pub const DEFAULT_SOCKET_DIR: &str = "/run/plexus";
 /// The largest request or answer read (a config is a few kB; this bounds a broken peer).
 pub const MAX_MESSAGE: u64 = 4 << 20;
 
@@ -34,15 +31,6 @@ pub struct Request {
     pub env: BTreeMap<String, String>,
     /// stdin (a JSON config, so UTF-8).
     pub stdin: String,
-}
-
-/// The agent's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Response {
-    /// What the binary prints.
-    pub stdout: String,
-    /// Its exit code.
-    pub code: i32,
 }
 
 /// What came of forwarding.
@@ -67,7 +55,7 @@ pub fn socket_dir(stdin: &[u8]) -> PathBuf {
     let named = config.as_ref().and_then(Value::as_object).and_then(|map| {
         map.iter().find(|(k, _)| k.eq_ignore_ascii_case("daemonSocketDir")).and_then(|(_, v)| v.as_str())
     });
-    PathBuf::from(named.unwrap_or(DEFAULT_SOCKET_DIR))
+    PathBuf::from(named.unwrap_or(paths::SOCKET_DIR))
 }
 
 /// The CNI_* variables of an environment.
@@ -77,7 +65,7 @@ pub fn cni_env(vars: impl Iterator<Item = (String, String)>) -> BTreeMap<String,
 
 /// Sends `request` to the agent whose socket is in `dir`.
 pub fn forward(dir: &Path, request: &Request) -> Forwarded {
-    let socket = dir.join(SOCKET_NAME);
+    let socket = dir.join(paths::SOCKET_NAME);
     if !socket.exists() {
         return Forwarded::NoAgent;
     }
@@ -86,7 +74,8 @@ pub fn forward(dir: &Path, request: &Request) -> Forwarded {
         Ok(stream) => stream,
         Err(error) => return down(error),
     };
-    let mut exchange = || -> io::Result<Response> {
+    // The agent answers with the outcome the binary prints and exits with.
+    let mut exchange = || -> io::Result<Outcome> {
         let body = serde_json::to_vec(request).map_err(io::Error::other)?;
         stream.write_all(&body)?;
         stream.shutdown(std::net::Shutdown::Write)?;
@@ -95,7 +84,7 @@ pub fn forward(dir: &Path, request: &Request) -> Forwarded {
         serde_json::from_slice(&answer).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     };
     match exchange() {
-        Ok(response) => Forwarded::Answered(Outcome { stdout: response.stdout, code: response.code }),
+        Ok(outcome) => Forwarded::Answered(outcome),
         Err(error) => down(error),
     }
 }
@@ -107,17 +96,17 @@ mod tests {
     #[test]
     fn the_socket_directory_comes_from_the_config() {
         assert_eq!(socket_dir(br#"{"DaemonSocketDir": "/tmp/x"}"#), PathBuf::from("/tmp/x"));
-        assert_eq!(socket_dir(b"{}"), PathBuf::from(DEFAULT_SOCKET_DIR));
-        assert_eq!(socket_dir(b"not json"), PathBuf::from(DEFAULT_SOCKET_DIR));
+        assert_eq!(socket_dir(b"{}"), PathBuf::from(paths::SOCKET_DIR));
+        assert_eq!(socket_dir(b"not json"), PathBuf::from(paths::SOCKET_DIR));
     }
 
     #[test]
     fn no_socket_is_no_agent_and_a_dead_socket_is_an_agent_down() {
-        let dir = plexus_hw::sim::ScratchDir::new("forward").unwrap();
+        let dir = plexus_sim::scratch("forward").unwrap();
         let request = Request { env: BTreeMap::new(), stdin: "{}".into() };
         assert!(matches!(forward(dir.path(), &request), Forwarded::NoAgent));
         // A socket nobody listens on any more: bound, then its listener dropped.
-        drop(std::os::unix::net::UnixListener::bind(dir.path().join(SOCKET_NAME)).unwrap());
+        drop(std::os::unix::net::UnixListener::bind(dir.path().join(paths::SOCKET_NAME)).unwrap());
         match forward(dir.path(), &request) {
             Forwarded::AgentDown { error, .. } => assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused),
             other => panic!("{other:?}"),

@@ -1,67 +1,71 @@
 //! The pod's default route, when a selection element asks for `default-route`: the default
 //! routes other attachments made are deleted, and one via the requested gateway is added on the
-//! chosen attachment's interface, inside the pod's namespace.
+//! chosen attachment's interface, inside the pod's namespace, through the call's kernel session.
 
 use std::net::IpAddr;
 
 use plexus_hw::IfName;
-use plexus_hw::netlink::{IpFamily, Netlink};
-use plexus_hw::netns::Netns;
+use plexus_hw::kernel::{Kernel, KernelError, Side};
+use plexus_hw::netlink::IpFamily;
 
-use crate::spec::{CniError, ErrorCode};
-
-/// Route changes in a pod's namespace. The real one talks netlink; tests may record instead.
-pub trait PodRoutes {
-    /// Gives the pod's default route of `gateway`'s family to interface `via`: deletes that
-    /// family's default routes leaving through each of `interfaces`, then adds one via
-    /// `gateway` through `via`, in `netns`.
-    fn set_default_route(
-        &self,
-        netns: &str,
-        interfaces: &[&str],
-        via: &str,
-        gateway: IpAddr,
-    ) -> Result<(), CniError>;
+/// A route change the kernel refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {error}")]
+pub struct RouteError {
+    /// The change (`deleting the default route of net1`).
+    pub what: String,
+    /// The kernel's answer.
+    pub error: KernelError,
 }
 
-/// Netlink, with a socket opened inside the pod's namespace for each change.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NetlinkRoutes;
-
-fn io(what: String, e: impl std::fmt::Display) -> CniError {
-    CniError::new(ErrorCode::Io, what).with_details(e.to_string())
+/// Gives the pod's default route of `gateway`'s family to interface `via`: deletes that
+/// family's default routes leaving through each of `interfaces`, then adds one via `gateway`
+/// through `via`.
+pub fn set_default_route(
+    kernel: &dyn Kernel,
+    interfaces: &[&IfName],
+    via: &IfName,
+    gateway: IpAddr,
+) -> Result<(), RouteError> {
+    let failed = |what: String| move |error| RouteError { what, error };
+    let family = IpFamily::of(gateway);
+    for ifname in interfaces {
+        let index = kernel.link_index(Side::Pod, ifname).map_err(failed(format!("in the pod: {ifname}")))?;
+        kernel
+            .del_default_routes(Side::Pod, index, family)
+            .map_err(failed(format!("deleting the default route of {ifname}")))?;
+    }
+    let index = kernel.link_index(Side::Pod, via).map_err(failed(format!("in the pod: {via}")))?;
+    kernel
+        .add_default_route(Side::Pod, index, gateway)
+        .map_err(failed(format!("adding the default route via {gateway} on {via}")))
 }
 
-impl PodRoutes for NetlinkRoutes {
-    fn set_default_route(
-        &self,
-        netns: &str,
-        interfaces: &[&str],
-        via: &str,
-        gateway: IpAddr,
-    ) -> Result<(), CniError> {
-        let ns = Netns::open(netns).map_err(|e| io(format!("opening {netns}"), e))?;
-        // This code is synchronous (the `plexus` binary, or a blocking task of the agent): one
-        // runtime and one socket inside the pod's namespace for the whole change.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .map_err(|e| io("starting a runtime".into(), e))?;
-        runtime.block_on(async {
-            let nl = Netlink::connect(Some(&ns)).await.map_err(|e| io(format!("netlink in {netns}"), e))?;
-            let index = async |ifname: &str| -> Result<u32, CniError> {
-                let name: IfName = ifname.parse().map_err(|e| io(format!("interface {ifname:?}"), e))?;
-                nl.link_index(&name).await.map_err(|e| io(format!("in {netns}"), e))
-            };
-            let family = IpFamily::of(gateway);
-            for ifname in interfaces {
-                nl.del_default_routes(index(ifname).await?, Some(family))
-                    .await
-                    .map_err(|e| io(format!("deleting the default route of {ifname}"), e))?;
-            }
-            nl.add_default_route(index(via).await?, gateway)
-                .await
-                .map_err(|e| io(format!("adding the default route via {gateway} on {via}"), e))
-        })
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use plexus_sim::kernel::FakeKernel;
+
+    #[test]
+    fn the_chosen_interface_keeps_the_only_default_route_of_its_family() {
+        let kernel = FakeKernel::new();
+        let names: Vec<IfName> = ["eth0", "net1"].iter().map(|n| n.parse().unwrap()).collect();
+        for (i, name) in names.iter().enumerate() {
+            let index =
+                kernel.add_device(Side::Pod, name.as_str(), "0000:20:02.0".parse().unwrap(), None, true);
+            let subnet: IpAddr = format!("10.{i}.0.2").parse().unwrap();
+            kernel.add_address(Side::Pod, index, (subnet, 24)).unwrap();
+            kernel.add_default_route(Side::Pod, index, format!("10.{i}.0.1").parse().unwrap()).unwrap();
+        }
+        let interfaces: Vec<&IfName> = names.iter().collect();
+        set_default_route(&kernel, &interfaces, &names[1], "10.1.0.1".parse().unwrap()).unwrap();
+        let routes = |name: &str| kernel.find(Side::Pod, name).unwrap().routes;
+        assert!(routes("eth0").iter().all(|(_, len, _)| *len != 0), "{:?}", routes("eth0"));
+        assert_eq!(routes("net1"), [("0.0.0.0".parse().unwrap(), 0, Some("10.1.0.1".parse().unwrap()))]);
+        let err =
+            set_default_route(&kernel, &interfaces, &"net9".parse().unwrap(), "10.1.0.1".parse().unwrap())
+                .unwrap_err();
+        assert!(err.to_string().contains("net9"), "{err}");
     }
 }

@@ -124,7 +124,7 @@ fn add_status_gc_and_del_through_the_binary() {
 
 #[test]
 fn log_file_and_level_are_honoured() {
-    let dir = plexus_hw::sim::ScratchDir::new("cni-log").unwrap();
+    let dir = plexus_sim::scratch("cni-log").unwrap();
     let log = dir.path().join("plexus.log");
     let conf = json!({"cniVersion": "1.0.0", "name": "n", "type": "plexus", "clusterNetwork": "nothing-here",
                       "confDir": dir.path(), "cniDir": dir.path().join("cache"), "LogFile": log, "LogLevel": "verbose"});

@@ -1,13 +1,16 @@
 //! The bond delegate on a kernel with the bonding driver (root): two veth ends in a pod's
 //! namespace bonded and released for real. This machine's kernel has no bonding driver: the
 //! test is then reported ignored, with the reason, never as passed. The logic is tested
-//! through the netlink seam in `bond::tests`, the requests at the message level in
+//! against the in-memory kernel in `bond::tests`, the requests at the message level in
 //! `plexus_hw::bond`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use plexus_cni::bond::{Bond, NetlinkPodLinks, PodLinks};
-use plexus_cni::spec::Invocation;
+use plexus_cni::bond::Bond;
+use plexus_cni::delegate::{Request, call_in_process};
+use plexus_cni::spec::{Command, Invocation};
+use plexus_hw::kernel::{Kernel, Side};
 use plexus_hw::netns::Netns;
+use plexus_hw::{Node, SysfsRoot};
 use serde_json::json;
 
 #[test]
@@ -22,31 +25,31 @@ fn a_bond_of_two_links_in_the_pod_is_made_and_released() {
             .unwrap();
         assert!(status.success());
     }
-    let env = |command: &'static str| {
-        let netns = pod.path().display().to_string();
-        move |k: &str| match k {
-            "CNI_COMMAND" => Some(command.to_owned()),
-            "CNI_CONTAINERID" => Some("bond-test".to_owned()),
-            "CNI_NETNS" => Some(netns.clone()),
-            "CNI_IFNAME" => Some("bond0".to_owned()),
-            "CNI_PATH" => Some("/usr/lib/cni".to_owned()),
-            _ => None,
-        }
-    };
     let config = json!({"cniVersion": "1.0.0", "name": "bond-net", "type": "bond", "mode": "active-backup",
                         "miimon": "100", "linksInContainer": true, "links": [{"name": "net1"}, {"name": "net2"}],
                         "ipam": {"type": "static", "addresses": [{"address": "10.9.0.2/24"}]}});
-    let links = NetlinkPodLinks::open(&pod.path().display().to_string()).unwrap();
-    let add = Invocation::from_env(env("ADD")).unwrap();
-    Bond::add_with(&links, &add, "bond0", &config).unwrap();
-    let bond = links.link("bond0").unwrap().expect("the bond");
+    let kernel = Node::real(SysfsRoot::default()).session(Some(pod.path()));
+    let call = |command: Command| {
+        let invocation = Invocation {
+            command,
+            container_id: "bond-test".into(),
+            netns: Some(pod.path().to_owned()),
+            ifname: "bond0".parse().unwrap(),
+            args: String::new(),
+            path: vec!["/usr/lib/cni".into()],
+        };
+        let request = Request { invocation: &invocation, config: &config, cluster: None, kernel: &kernel };
+        call_in_process(&Bond, "bond", &request)
+    };
+    call(Command::Add).unwrap();
+    let link = |name: &str| kernel.link(Side::Pod, &name.parse().unwrap()).unwrap();
+    let bond = link("bond0").expect("the bond");
     for slave in ["net1", "net2"] {
-        assert_eq!(links.link(slave).unwrap().unwrap().controller, Some(bond.index), "{slave}");
+        assert_eq!(link(slave).unwrap().controller, Some(bond.index), "{slave}");
     }
-    let del = Invocation::from_env(env("DEL")).unwrap();
-    Bond::del_with(Some(&links), &del, "bond0", &config).unwrap();
-    assert!(links.link("bond0").unwrap().is_none());
-    assert_eq!(links.link("net1").unwrap().unwrap().controller, None);
-    Bond::del_with(Some(&links), &del, "bond0", &config).unwrap();
+    call(Command::Del).unwrap();
+    assert!(link("bond0").is_none());
+    assert_eq!(link("net1").unwrap().controller, None);
+    call(Command::Del).unwrap();
     pod.delete().unwrap();
 }

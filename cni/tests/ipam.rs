@@ -9,7 +9,6 @@ use std::process::{Command as Process, Stdio};
 
 use plexus_cni::ipam::{self, Request};
 use plexus_cni::spec::{Command, Invocation};
-use plexus_hw::sim::ScratchDir;
 use serde_json::{Value, json};
 
 const PLUGINS: &str = "/usr/lib/cni";
@@ -52,12 +51,13 @@ fn reference(
 
 fn ours(command: Command, cid: &str, ifname: &str, network: &Value) -> Result<Value, String> {
     let inv = invocation(command, cid, ifname, "");
-    let request = Request::new(network, &inv, ifname).unwrap().unwrap();
-    match command {
-        Command::Add => ipam::add(&request).map(|r| r.to_value("1.0.0".parse().unwrap())).map_err(|e| e.msg),
-        Command::Del => ipam::del(&request).map(|()| Value::Null).map_err(|e| e.msg),
-        _ => ipam::check(&request).map(|()| Value::Null).map_err(|e| e.msg),
-    }
+    let request = Request::new(network, &inv).unwrap().unwrap();
+    let result = match command {
+        Command::Add => ipam::add(&request).map(|r| r.to_value("1.0.0".parse().unwrap())),
+        Command::Del => ipam::del(&request).map(|()| Value::Null),
+        _ => ipam::check(&request).map(|()| Value::Null),
+    };
+    result.map_err(|e| e.reply().msg)
 }
 
 fn address(result: &Value) -> String {
@@ -66,7 +66,7 @@ fn address(result: &Value) -> String {
 
 #[test]
 fn host_local_shares_one_range_with_the_reference_plugin() {
-    let dir = ScratchDir::new("ipam-shared").unwrap();
+    let dir = plexus_sim::scratch("ipam-shared").unwrap();
     let network = json!({"cniVersion": "1.0.0", "name": "shared",
         "ipam": {"type": "host-local", "dataDir": dir.path(), "ranges": [[{"subnet": "10.70.0.0/28"}]],
                  "routes": [{"dst": "0.0.0.0/0"}]}});
@@ -114,7 +114,7 @@ fn host_local_shares_one_range_with_the_reference_plugin() {
 
 #[test]
 fn host_local_dual_stack_requested_addresses_and_legacy_keys_match_the_reference() {
-    let dir = ScratchDir::new("ipam-dual").unwrap();
+    let dir = plexus_sim::scratch("ipam-dual").unwrap();
     let resolv = dir.path().join("resolv.conf");
     std::fs::write(&resolv, "nameserver 10.0.0.53\nsearch a.example b.example\noptions ndots:2\n").unwrap();
     let conf = |name: &str, ipam: Value| {

@@ -11,13 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use common::{Node, ok};
 use kube::client::Body;
-use plexus_cni::delegate::Registry;
-use plexus_cni::entry::{self, Context};
 use plexus_cni::multus::cluster::{Cluster, NetworkStatus, Pod};
-use plexus_cni::multus::config::MetaConfig;
 use plexus_cni::multus::kube::KubeCluster;
-use plexus_cni::routes::NetlinkRoutes;
-use plexus_cni::spec::CniError;
 use serde_json::{Value, json};
 
 /// What the double serves (path -> object) and what it was sent (method, path, body).
@@ -154,22 +149,7 @@ fn add_and_del_with_networks_from_the_api() {
     let cluster = Arc::new(api.cluster());
     let meta = node.meta(json!({"clusterNetwork": "cluster", "namespaceIsolation": true}));
 
-    let call = |env: &HashMap<String, String>| {
-        node.host
-            .run(|| {
-                let make = |_: &MetaConfig| -> Result<Option<Box<dyn Cluster>>, CniError> {
-                    Ok(Some(Box::new(cluster.clone()) as Box<dyn Cluster>))
-                };
-                let context = Context {
-                    registry: Registry::default(),
-                    routes: &NetlinkRoutes,
-                    cluster: &make,
-                    devices: None,
-                };
-                entry::run(|k| env.get(k).cloned(), &meta, &context)
-            })
-            .unwrap()
-    };
+    let call = |env: &HashMap<String, String>| node.call_with(env, &meta, Some(cluster.clone()));
     ok(&call(&node.env("ADD", "k1", Some(("tenant", "app")))));
     assert_eq!(node.pod_addrs().keys().collect::<Vec<_>>(), ["data0", "eth0"]);
     let patches = api.requests("PATCH");

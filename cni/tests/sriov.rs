@@ -10,22 +10,21 @@ use std::path::PathBuf;
 use std::process::Command as Process;
 use std::sync::Arc;
 
+use plexus_cni::delegate::{Request, call_in_process};
+use plexus_cni::error::Error;
 use plexus_cni::spec::{Command, Invocation};
 use plexus_cni::sriov::Sriov;
 use plexus_hw::netns::Netns;
-use plexus_hw::sim::{ScratchDir, SimNode, SimSpec, SimVfControl};
-use plexus_hw::vf::{VfChange, VfControl, VfLinkMode, VfState, VlanProto};
-use plexus_hw::{IfName, PciAddress, SysfsRoot, VfIndex};
+use plexus_hw::vf::{VfChange, VfLinkMode, VfState, VlanProto};
+use plexus_hw::{IfName, PciAddress, VfIndex};
+use plexus_sim::{ScratchNode, SimSpec};
 use serde_json::{Value, json};
 
-/// A simulated node (2 PFs x 4 VFs, the last VF of each bound to vfio-pci), the delegate
-/// pointed at it, and the pod namespaces a test makes; all removed on drop.
+/// A simulated node (2 PFs x 4 VFs, the last VF of each bound to vfio-pci) with its links,
+/// the delegate on it, and the pod namespaces a test makes; all removed on drop.
 struct Fixture {
-    node: SimNode,
+    node: ScratchNode,
     sriov: Sriov,
-    control: SimVfControl,
-    pods: Vec<PathBuf>,
-    dir: ScratchDir,
 }
 
 const VF1: &str = "0000:20:02.1"; // ens1f0v1
@@ -33,24 +32,18 @@ const VFIO: &str = "0000:20:02.3"; // VF 3 of ens1f0, vfio-pci
 
 impl Fixture {
     fn new(tag: &str) -> Self {
-        let dir = ScratchDir::new(tag).unwrap();
         let spec = SimSpec { pfs: 2, numa_nodes: 1, vfs_per_pf: 4, vfio_vfs_per_pf: 1, cpus_per_node: 2 };
-        let mut node = SimNode::build(dir.path().join("sys"), &spec).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
-        runtime.block_on(node.create_netdevs(&format!("plexus-sv-{tag}-{}", std::process::id()))).unwrap();
-        let control = SimVfControl::for_node(&node);
-        let sriov = Sriov::new(SysfsRoot::new(node.root()), Arc::new(control.clone()));
-        Self { node, sriov, control, pods: Vec::new(), dir }
+        let node = ScratchNode::with_links(&format!("sv-{tag}"), &spec).unwrap();
+        let sriov = Sriov::new(node.hw_node());
+        Self { node, sriov }
     }
 
     fn pod(&mut self) -> Netns {
-        let ns = Netns::create_unique("plexus-sv-pod").unwrap();
-        self.pods.push(ns.path().to_owned());
-        ns
+        self.node.pod().unwrap()
     }
 
     fn records(&self) -> PathBuf {
-        self.dir.path().join("records")
+        self.node.dir().join("records")
     }
 
     /// A NAD's config for `device`, with `extra` keys.
@@ -68,15 +61,31 @@ impl Fixture {
     }
 
     fn vf_state(&self, pf: &str, index: u32) -> VfState {
-        self.control.vf(&pf.parse::<IfName>().unwrap(), VfIndex(index)).unwrap()
+        self.node.control().store().vf(&pf.parse::<IfName>().unwrap(), VfIndex(index)).unwrap()
     }
-}
 
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        for pod in &self.pods {
-            let _ = Netns::delete_path(pod);
-        }
+    /// Changes VF settings behind the delegate's back, as an administrator would.
+    fn set_vf(&self, pf: &str, index: u32, change: &VfChange) {
+        self.node.control().store().set(&pf.parse::<IfName>().unwrap(), VfIndex(index), change).unwrap();
+    }
+
+    /// Runs the delegate in-process on a kernel session of its own, as the meta-plugin does.
+    fn run(&self, invocation: &Invocation, conf: &Value) -> Result<Option<Value>, Error> {
+        let kernel = self.node.hw_node().session(invocation.netns.as_deref());
+        let request = Request { invocation, config: conf, cluster: None, kernel: &kernel };
+        call_in_process(&self.sriov, "sriov", &request)
+    }
+
+    fn add(&self, invocation: &Invocation, conf: &Value) -> Result<Value, Error> {
+        self.run(invocation, conf).map(Option::unwrap_or_default)
+    }
+
+    fn del(&self, invocation: &Invocation, conf: &Value) -> Result<(), Error> {
+        self.run(invocation, conf).map(drop)
+    }
+
+    fn check(&self, invocation: &Invocation, conf: &Value) -> Result<(), Error> {
+        self.run(invocation, conf).map(drop)
     }
 }
 
@@ -91,21 +100,13 @@ fn invocation(command: Command, cid: &str, netns: &str, ifname: &str) -> Invocat
     Invocation::from_env(|k| env.get(k).cloned()).unwrap()
 }
 
-/// `ip -j -n <netns> <args>`, `Null` when the object does not exist.
 fn ip(netns: &str, args: &[&str]) -> Value {
-    let out = Process::new("ip").arg("-j").arg("-n").arg(netns).args(args).output().unwrap();
-    if !out.status.success() {
-        return Value::Null;
-    }
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    plexus_sim::ip::json(Some(netns), args)
 }
 
 /// (MAC, MTU, up) of a link, `None` when there is no such link.
 fn link(netns: &str, name: &str) -> Option<(String, u64, bool)> {
-    let links = ip(netns, &["link", "show", "dev", name]);
-    let link = links.get(0)?;
-    let up = link["flags"].as_array().unwrap().iter().any(|f| f == "UP");
-    Some((link["address"].as_str().unwrap().to_owned(), link["mtu"].as_u64().unwrap(), up))
+    plexus_sim::ip::link(Some(netns), name).map(|l| (l.mac, l.mtu, l.up))
 }
 
 fn ns_name(ns: &Netns) -> &str {
@@ -119,7 +120,7 @@ fn add_configures_everything_and_del_restores_everything_not_only_what_the_nad_s
     let netns = pod.path().display().to_string();
     // A VF with history: an administrator's VLAN and MAC on the PF side.
     let before = VfChange { vlan: Some((7, 0, VlanProto::Dot1Q)), ..VfChange::default() };
-    f.control.set(&"ens1f0".parse().unwrap(), VfIndex(1), &before).unwrap();
+    f.set_vf("ens1f0", 1, &before);
     let prior = f.vf_state("ens1f0", 1);
     let host_before = link(f.sim_netns(), "ens1f0v1").unwrap();
 
@@ -132,7 +133,7 @@ fn add_configures_everything_and_del_restores_everything_not_only_what_the_nad_s
                         "routes": [{"dst": "10.57.0.0/16"}], "dns": {"nameservers": ["10.56.0.53"]}}}),
     );
     let add = invocation(Command::Add, "cid-full", &netns, "net1");
-    let result = f.sriov.add(&add, "net1", &conf).unwrap();
+    let result = f.add(&add, &conf).unwrap();
     assert_eq!(result["cniVersion"], "1.0.0");
     assert_eq!(result["interfaces"], json!([{"name": "net1", "mac": "02:11:22:33:44:55", "sandbox": netns}]));
     assert_eq!(result["ips"], json!([{"address": "10.56.0.2/24", "gateway": "10.56.0.1", "interface": 0}]));
@@ -157,19 +158,19 @@ fn add_configures_everything_and_del_restores_everything_not_only_what_the_nad_s
     let check = invocation(Command::Check, "cid-full", &netns, "net1");
     let mut with_prev = conf.clone();
     with_prev["prevResult"] = result.clone();
-    f.sriov.check(&check, "net1", &with_prev).unwrap();
+    f.check(&check, &with_prev).unwrap();
     let tamper = VfChange { vlan: Some((200, 0, VlanProto::Dot1Q)), ..VfChange::default() };
-    f.control.set(&"ens1f0".parse().unwrap(), VfIndex(1), &tamper).unwrap();
-    let err = f.sriov.check(&check, "net1", &with_prev).unwrap_err();
-    assert!(err.msg.contains("0000:20:02.1 settings changed"), "{err:?}");
-    f.control.set(&"ens1f0".parse().unwrap(), VfIndex(1), &applied.as_change()).unwrap();
+    f.set_vf("ens1f0", 1, &tamper);
+    let err = f.check(&check, &with_prev).unwrap_err();
+    assert!(err.to_string().contains("0000:20:02.1 settings changed"), "{err:?}");
+    f.set_vf("ens1f0", 1, &applied.as_change());
     Process::new("ip").args(["-n", ns_name(&pod), "addr", "flush", "dev", "net1"]).status().unwrap();
-    let err = f.sriov.check(&check, "net1", &with_prev).unwrap_err();
-    assert!(err.msg.contains("lacks its address 10.56.0.2/24"), "{err:?}");
+    let err = f.check(&check, &with_prev).unwrap_err();
+    assert!(err.to_string().contains("lacks its address 10.56.0.2/24"), "{err:?}");
 
     // DEL: everything as it was, including the VLAN the NAD never mentioned; twice is fine.
     let del = invocation(Command::Del, "cid-full", &netns, "net1");
-    f.sriov.del(&del, "net1", &conf).unwrap();
+    f.del(&del, &conf).unwrap();
     assert_eq!(f.vf_state("ens1f0", 1), prior);
     assert_eq!(link(f.sim_netns(), "ens1f0v1"), Some(host_before.clone()));
     assert_eq!(link(ns_name(&pod), "net1"), None);
@@ -180,15 +181,13 @@ fn add_configures_everything_and_del_restores_everything_not_only_what_the_nad_s
             .to_string_lossy()
             .ends_with(".json"))
     );
-    f.sriov.del(&del, "net1", &conf).unwrap();
+    f.del(&del, &conf).unwrap();
 
     // The next pod's NAD sets no VLAN: it gets the administrator's, not the last pod's.
     let add = invocation(Command::Add, "cid-next", &netns, "net1");
-    f.sriov.add(&add, "net1", &f.conf(VF1, json!({}))).unwrap();
+    f.add(&add, &f.conf(VF1, json!({}))).unwrap();
     assert_eq!(f.vf_state("ens1f0", 1).vlan, 7);
-    f.sriov
-        .del(&invocation(Command::Del, "cid-next", &netns, "net1"), "net1", &f.conf(VF1, json!({})))
-        .unwrap();
+    f.del(&invocation(Command::Del, "cid-next", &netns, "net1"), &f.conf(VF1, json!({}))).unwrap();
     assert_eq!(link(f.sim_netns(), "ens1f0v1"), Some(host_before));
 }
 
@@ -200,12 +199,12 @@ fn del_after_the_pod_namespace_is_gone_finds_the_returned_netdev_and_restores_it
     let host_before = link(f.sim_netns(), "ens1f0v1").unwrap();
     let prior = f.vf_state("ens1f0", 1);
     let conf = f.conf(VF1, json!({"vlan": 12, "mac": "02:00:00:00:12:01", "mtu": 1400}));
-    f.sriov.add(&invocation(Command::Add, "cid-gone", &netns, "eth1"), "eth1", &conf).unwrap();
+    f.add(&invocation(Command::Add, "cid-gone", &netns, "eth1"), &conf).unwrap();
     pod.delete().unwrap();
 
     // DEL without a netns, as runtimes send it once the sandbox is gone.
     let del = invocation(Command::Del, "cid-gone", "", "eth1");
-    f.sriov.del(&del, "eth1", &conf).unwrap();
+    f.del(&del, &conf).unwrap();
     assert_eq!(link(f.sim_netns(), "ens1f0v1"), Some(host_before), "back under its own name, MAC and MTU");
     assert_eq!(f.vf_state("ens1f0", 1), prior);
     let names: Vec<String> = ip(f.sim_netns(), &["link", "show"])
@@ -215,7 +214,7 @@ fn del_after_the_pod_namespace_is_gone_finds_the_returned_netdev_and_restores_it
         .map(|l| l["ifname"].as_str().unwrap().to_owned())
         .collect();
     assert!(!names.iter().any(|n| n.starts_with("dev")), "no stray returned netdev: {names:?}");
-    f.sriov.del(&del, "eth1", &conf).unwrap();
+    f.del(&del, &conf).unwrap();
 }
 
 #[test]
@@ -225,22 +224,22 @@ fn a_vf_held_by_a_live_pod_is_refused_and_one_left_by_a_dead_pod_is_restored_the
     let second = f.pod();
     let (a, b) = (first.path().display().to_string(), second.path().display().to_string());
     let conf = f.conf(VF1, json!({"vlan": 33}));
-    f.sriov.add(&invocation(Command::Add, "cid-a", &a, "net1"), "net1", &conf).unwrap();
-    let err = f.sriov.add(&invocation(Command::Add, "cid-b", &b, "net1"), "net1", &conf).unwrap_err();
-    assert!(err.msg.contains("in use by container cid-a"), "{err:?}");
-    let err = f.sriov.add(&invocation(Command::Add, "cid-a", &a, "net1"), "net1", &conf).unwrap_err();
-    assert!(err.msg.contains("already attached"), "{err:?}");
+    f.add(&invocation(Command::Add, "cid-a", &a, "net1"), &conf).unwrap();
+    let err = f.add(&invocation(Command::Add, "cid-b", &b, "net1"), &conf).unwrap_err();
+    assert!(err.to_string().contains("in use by container cid-a"), "{err:?}");
+    let err = f.add(&invocation(Command::Add, "cid-a", &a, "net1"), &conf).unwrap_err();
+    assert!(err.to_string().contains("already attached"), "{err:?}");
     // A DEL for another container must not touch the VF.
-    f.sriov.del(&invocation(Command::Del, "cid-b", &b, "net1"), "net1", &conf).unwrap();
+    f.del(&invocation(Command::Del, "cid-b", &b, "net1"), &conf).unwrap();
     assert!(link(ns_name(&first), "net1").is_some());
 
     // The first pod dies without a DEL; the VF comes back and goes to the second pod.
     first.delete().unwrap();
     let no_vlan = f.conf(VF1, json!({}));
-    f.sriov.add(&invocation(Command::Add, "cid-b", &b, "net1"), "net1", &no_vlan).unwrap();
+    f.add(&invocation(Command::Add, "cid-b", &b, "net1"), &no_vlan).unwrap();
     assert_eq!(f.vf_state("ens1f0", 1).vlan, 0, "the dead pod's VLAN was restored away");
     assert!(link(ns_name(&second), "net1").is_some());
-    f.sriov.del(&invocation(Command::Del, "cid-b", &b, "net1"), "net1", &no_vlan).unwrap();
+    f.del(&invocation(Command::Del, "cid-b", &b, "net1"), &no_vlan).unwrap();
     assert!(link(f.sim_netns(), "ens1f0v1").is_some());
 }
 
@@ -258,8 +257,8 @@ fn a_failed_add_undoes_every_step() {
         json!({"vlan": 5, "mtu": 2000, "ipam": {"type": "static", "addresses": [{"address": "10.60.0.2/24"}],
                                                  "routes": [{"dst": "10.61.0.0/16", "gw": "192.0.2.1"}]}}),
     );
-    let err = f.sriov.add(&invocation(Command::Add, "cid-undo", &netns, "net1"), "net1", &conf).unwrap_err();
-    assert!(err.msg.contains("10.61.0.0/16"), "{err:?}");
+    let err = f.add(&invocation(Command::Add, "cid-undo", &netns, "net1"), &conf).unwrap_err();
+    assert!(err.to_string().contains("10.61.0.0/16"), "{err:?}");
     assert_eq!(link(f.sim_netns(), "ens1f0v1"), Some(host_before));
     assert_eq!(link(ns_name(&pod), "net1"), None);
     assert_eq!(f.vf_state("ens1f0", 1), prior);
@@ -273,8 +272,8 @@ fn a_failed_add_undoes_every_step() {
 
     // IPAM that cannot run fails before the netdev moves, and is undone all the same.
     let conf = f.conf(VF1, json!({"vlan": 5, "ipam": {"type": "no-such-ipam"}}));
-    let err = f.sriov.add(&invocation(Command::Add, "cid-undo", &netns, "net1"), "net1", &conf).unwrap_err();
-    assert!(err.msg.contains("no-such-ipam"), "{err:?}");
+    let err = f.add(&invocation(Command::Add, "cid-undo", &netns, "net1"), &conf).unwrap_err();
+    assert!(err.to_string().contains("no-such-ipam"), "{err:?}");
     assert_eq!(f.vf_state("ens1f0", 1), prior);
     assert!(link(f.sim_netns(), "ens1f0v1").is_some());
 }
@@ -290,9 +289,9 @@ fn a_stale_altname_of_the_wanted_name_does_not_block_the_rename() {
         .unwrap();
     assert!(status.success());
     let conf = f.conf(VF1, json!({}));
-    f.sriov.add(&invocation(Command::Add, "cid-alt", &netns, "net1"), "net1", &conf).unwrap();
+    f.add(&invocation(Command::Add, "cid-alt", &netns, "net1"), &conf).unwrap();
     assert!(link(ns_name(&pod), "net1").is_some());
-    f.sriov.del(&invocation(Command::Del, "cid-alt", &netns, "net1"), "net1", &conf).unwrap();
+    f.del(&invocation(Command::Del, "cid-alt", &netns, "net1"), &conf).unwrap();
     assert!(link(f.sim_netns(), "ens1f0v1").is_some());
 }
 
@@ -302,7 +301,7 @@ fn dpdk_mode_configures_the_vf_without_a_netdev_and_reports_its_pci_address() {
     let pod = f.pod();
     let netns = pod.path().display().to_string();
     let conf = f.conf(VFIO, json!({"cniVersion": "1.1.0", "vlan": 300, "mac": "02:00:00:00:03:00"}));
-    let result = f.sriov.add(&invocation(Command::Add, "cid-dpdk", &netns, "net1"), "net1", &conf).unwrap();
+    let result = f.add(&invocation(Command::Add, "cid-dpdk", &netns, "net1"), &conf).unwrap();
     assert_eq!(
         result["interfaces"],
         json!([{"name": "net1", "mac": "02:00:00:00:03:00", "sandbox": netns, "pciID": VFIO}])
@@ -311,8 +310,8 @@ fn dpdk_mode_configures_the_vf_without_a_netdev_and_reports_its_pci_address() {
     assert_eq!(link(ns_name(&pod), "net1"), None, "no netdev moves in DPDK mode");
     let mut with_prev = conf.clone();
     with_prev["prevResult"] = result;
-    f.sriov.check(&invocation(Command::Check, "cid-dpdk", &netns, "net1"), "net1", &with_prev).unwrap();
-    f.sriov.del(&invocation(Command::Del, "cid-dpdk", &netns, "net1"), "net1", &conf).unwrap();
+    f.check(&invocation(Command::Check, "cid-dpdk", &netns, "net1"), &with_prev).unwrap();
+    f.del(&invocation(Command::Del, "cid-dpdk", &netns, "net1"), &conf).unwrap();
     assert_eq!(f.vf_state("ens1f0", 3), VfState::pristine(VfIndex(3)));
 }
 
@@ -322,10 +321,10 @@ fn del_of_a_vf_that_vanished_forgets_it_and_bad_devices_are_named() {
     let pod = f.pod();
     let netns = pod.path().display().to_string();
     let conf = f.conf(VF1, json!({}));
-    f.sriov.add(&invocation(Command::Add, "cid-v", &netns, "net1"), "net1", &conf).unwrap();
+    f.add(&invocation(Command::Add, "cid-v", &netns, "net1"), &conf).unwrap();
     // The PF's VFs are removed (sriov_numvfs written): the VF's PCI device is gone.
     f.node.set_num_vfs(0, 0).unwrap();
-    f.sriov.del(&invocation(Command::Del, "cid-v", &netns, "net1"), "net1", &conf).unwrap();
+    f.del(&invocation(Command::Del, "cid-v", &netns, "net1"), &conf).unwrap();
     assert!(
         std::fs::read_dir(f.records()).unwrap().all(|e| !e
             .unwrap()
@@ -335,11 +334,11 @@ fn del_of_a_vf_that_vanished_forgets_it_and_bad_devices_are_named() {
     );
 
     let add = invocation(Command::Add, "cid-x", &netns, "net1");
-    let err = f.sriov.add(&add, "net1", &f.conf("0000:99:00.0", json!({}))).unwrap_err();
-    assert!(err.msg.contains("no PCI device 0000:99:00.0"), "{err:?}");
+    let err = f.add(&add, &f.conf("0000:99:00.0", json!({}))).unwrap_err();
+    assert!(err.to_string().contains("no PCI device 0000:99:00.0"), "{err:?}");
     let pf: PciAddress = "0000:20:00.1".parse().unwrap();
-    let err = f.sriov.add(&add, "net1", &f.conf(&pf.to_string(), json!({}))).unwrap_err();
-    assert!(err.msg.contains("physfn"), "a PF is not a VF: {err:?}");
+    let err = f.add(&add, &f.conf(&pf.to_string(), json!({}))).unwrap_err();
+    assert!(err.to_string().contains("physfn"), "a PF is not a VF: {err:?}");
 }
 
 /// Runs the `plexus` binary (as `program`, a path to it or to a link to it) with the CNI
@@ -368,7 +367,7 @@ fn the_plexus_binary_runs_sriov_in_process_and_as_a_standalone_plugin() {
     let pod = f.pod();
     let netns = pod.path().display().to_string();
     let plexus = PathBuf::from(env!("CARGO_BIN_EXE_plexus"));
-    let conf_dir = f.dir.path().join("net.d");
+    let conf_dir = f.node.dir().join("net.d");
     std::fs::create_dir_all(&conf_dir).unwrap();
     let sriov_conf = f.conf(
         VF1,
@@ -377,7 +376,7 @@ fn the_plexus_binary_runs_sriov_in_process_and_as_a_standalone_plugin() {
     );
     std::fs::write(conf_dir.join("10-sriov.conf"), serde_json::to_vec(&sriov_conf).unwrap()).unwrap();
     let meta = json!({"cniVersion": "1.0.0", "name": "plexus-net", "type": "plexus", "confDir": conf_dir,
-                      "cniDir": f.dir.path().join("cache"), "clusterNetwork": "sriov-net"});
+                      "cniDir": f.node.dir().join("cache"), "clusterNetwork": "sriov-net"});
     let vars = |command: &'static str| {
         [
             ("CNI_COMMAND", command),
@@ -401,7 +400,7 @@ fn the_plexus_binary_runs_sriov_in_process_and_as_a_standalone_plugin() {
     assert!(link(f.sim_netns(), "ens1f0v1").is_some());
 
     // The same binary linked as `sriov`: the plugin by itself, as plain Multus calls it.
-    let link_path = f.dir.path().join("sriov");
+    let link_path = f.node.dir().join("sriov");
     std::os::unix::fs::symlink(&plexus, &link_path).unwrap();
     let standalone = |command: &'static str| {
         [
@@ -433,7 +432,7 @@ impl plexus_cni::multus::devices::Devices for Allocated {
         &self,
         _pod: &plexus_cni::multus::cluster::Pod,
         resource: &str,
-    ) -> Result<Vec<String>, plexus_cni::spec::CniError> {
+    ) -> Result<Vec<String>, plexus_cni::multus::devices::DevicesError> {
         Ok(if resource == "intel.com/sriov_net" { self.0.clone() } else { Vec::new() })
     }
 
@@ -446,9 +445,9 @@ impl plexus_cni::multus::devices::Devices for Allocated {
 fn each_attachment_of_a_resource_takes_the_pods_next_device() {
     let f = Fixture::new("devids");
     let mut node = common::Node::new("sv-devids");
-    node.registry
-        .register("sriov", Arc::new(Sriov::new(SysfsRoot::new(f.node.root()), Arc::new(f.control.clone()))));
-    let devinfo = f.dir.path().join("devinfo");
+    node.registry.register("sriov", Arc::new(Sriov::new(f.node.hw_node())));
+    node.hw_node = Some(f.node.hw_node());
+    let devinfo = f.node.dir().join("devinfo");
     std::fs::create_dir_all(devinfo.join("dp")).unwrap();
     let info = r#"{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:20:02.0"}}"#;
     std::fs::write(devinfo.join("dp/intel.com-sriov_net-0000:20:02.0-device.json"), info).unwrap();

@@ -17,13 +17,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::FakeCluster;
+use plexus_cni::delegate::{Request, call_in_process};
+use plexus_cni::error::Error;
 use plexus_cni::multus::cluster::{Cluster, Pod, SharedDir};
 use plexus_cni::spec::Invocation;
-use plexus_cni::userspace::lab::OvsLab;
 use plexus_cni::userspace::ovsdb::Ovsdb;
 use plexus_cni::userspace::{Userspace, ovs, port_name};
+use plexus_hw::kernel::NetlinkKernel;
 use plexus_hw::netns::Netns;
-use plexus_hw::sim::ScratchDir;
+use plexus_sim::ovs::OvsLab;
 use serde_json::{Value, json};
 
 fn invocation(command: &str, cid: &str, netns: &Netns, pod: &str) -> Invocation {
@@ -36,6 +38,24 @@ fn invocation(command: &str, cid: &str, netns: &Netns, pod: &str) -> Invocation 
         ("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=dpdk;K8S_POD_NAME={pod}")),
     ]);
     Invocation::from_env(|k| env.get(k).cloned()).unwrap()
+}
+
+/// `invocation` for interface `ifname`.
+fn renamed(invocation: &Invocation, ifname: &str) -> Invocation {
+    Invocation { ifname: ifname.parse().unwrap(), ..invocation.clone() }
+}
+
+/// The delegate in-process, as the meta-plugin calls it (it makes no kernel request: its
+/// session opens nothing).
+fn call(
+    userspace: &Userspace,
+    invocation: &Invocation,
+    config: &Value,
+    cluster: Option<&dyn Cluster>,
+) -> Result<Option<Value>, Error> {
+    let kernel = NetlinkKernel::new(None, invocation.netns.clone());
+    let request = Request { invocation, config, cluster, kernel: &kernel };
+    call_in_process(userspace, "userspace", &request)
 }
 
 /// A dpdk-testpmd serving `socket` (virtio-user, server side) in namespace `netns`, its
@@ -179,7 +199,7 @@ fn vhost_user_ports_carry_packets_between_two_testpmds_and_leave_nothing() {
         "openvswitch-switch-dpdk is not installed (hack/install-deps.sh installs it)"
     );
     let _hugepages = Hugepages::at_least(512);
-    let scratch = ScratchDir::new("ovs").unwrap();
+    let scratch = plexus_sim::scratch("ovs").unwrap();
     let tag = format!("plexus-ovs-{}", std::process::id());
     let mut lab = OvsLab::start(scratch.path(), &tag).unwrap();
     let cluster = FakeCluster::default();
@@ -217,14 +237,9 @@ fn vhost_user_ports_carry_packets_between_two_testpmds_and_leave_nothing() {
 
     // ADD: two client-mode ports on a bridge Plexus makes.
     for (name, netns, _, cid) in &pods {
-        let result = userspace
-            .add(
-                &invocation("ADD", cid, netns.ns(), name),
-                "net1",
-                &config("client", Path::new("/unused")),
-                Some(&cluster),
-            )
-            .unwrap();
+        let add = renamed(&invocation("ADD", cid, netns.ns(), name), "net1");
+        let result =
+            call(&userspace, &add, &config("client", Path::new("/unused")), Some(&cluster)).unwrap().unwrap();
         let port = port_name(cid, "net1");
         assert_eq!(result["interfaces"][0]["socketPath"], format!("/var/run/vhost/{port}"), "{result}");
         assert_eq!(
@@ -275,7 +290,8 @@ fn vhost_user_ports_carry_packets_between_two_testpmds_and_leave_nothing() {
     let server_pod = &pods[0];
     let server_cid = "fedcba987654-server";
     let inv = invocation("ADD", server_cid, server_pod.1.ns(), server_pod.0);
-    userspace.add(&inv, "net2", &config("server", Path::new("/unused")), Some(&cluster)).unwrap();
+    call(&userspace, &renamed(&inv, "net2"), &config("server", Path::new("/unused")), Some(&cluster))
+        .unwrap();
     let shown = server_pod.2.join(port_name(server_cid, "net2"));
     std::os::unix::net::UnixStream::connect(&shown)
         .expect("OVS's server socket, reached from the pod's directory");
@@ -292,7 +308,7 @@ fn vhost_user_ports_carry_packets_between_two_testpmds_and_leave_nothing() {
     let lone = PodNs::new();
     let long_cid = "aaaabbbbcccc-long";
     let inv = invocation("ADD", long_cid, lone.ns(), "no-such-pod");
-    userspace.add(&inv, "net1", &config("client", &long), Some(&cluster)).unwrap();
+    call(&userspace, &renamed(&inv, "net1"), &config("client", &long), Some(&cluster)).unwrap();
     let long_port = port_name(long_cid, "net1");
     let out =
         lab.vsctl().args(["get", "Interface", &long_port, "options:vhost-server-path"]).output().unwrap();
@@ -306,26 +322,30 @@ fn vhost_user_ports_carry_packets_between_two_testpmds_and_leave_nothing() {
 
     // A DEL while ovsdb-server is down: local cleanup now, the port removed once it is back.
     lab.stop_server();
-    userspace
-        .del(&invocation("DEL", long_cid, lone.ns(), "no-such-pod"), "net1", &config("client", &long))
-        .unwrap();
+    call(
+        &userspace,
+        &renamed(&invocation("DEL", long_cid, lone.ns(), "no-such-pod"), "net1"),
+        &config("client", &long),
+        None,
+    )
+    .unwrap();
     assert!(!Path::new(&short).with_file_name("probe").exists(), "unmounted");
     lab.start_server().unwrap();
     assert!(ports(&lab).contains(&long_port), "still in OVS until the next call reaches it");
 
     // DEL of everything, twice; the next call reaching OVS sweeps the deferred port.
     let inv = invocation("DEL", server_cid, server_pod.1.ns(), server_pod.0);
-    userspace.del(&inv, "net2", &config("server", Path::new("/unused"))).unwrap();
+    call(&userspace, &renamed(&inv, "net2"), &config("server", Path::new("/unused")), None).unwrap();
     assert!(!shown.exists(), "the shown socket is unmounted and removed");
     for _ in 0..2 {
         for (name, netns, _, cid) in &pods {
-            userspace
-                .del(
-                    &invocation("DEL", cid, netns.ns(), name),
-                    "net1",
-                    &config("client", Path::new("/unused")),
-                )
-                .unwrap();
+            call(
+                &userspace,
+                &renamed(&invocation("DEL", cid, netns.ns(), name), "net1"),
+                &config("client", Path::new("/unused")),
+                None,
+            )
+            .unwrap();
         }
     }
     assert!(ports(&lab).is_empty(), "no port left: {:?}", ports(&lab));

@@ -180,7 +180,6 @@ pub fn remove_device_info(devinfo_dir: &Path, pool: &PoolSpec) -> std::io::Resul
 mod tests {
     use super::*;
     use crate::config::{DEFAULT_PREFIX, PoolConfig};
-    use plexus_hw::sim::ScratchDir;
     use plexus_hw::{IommuGroup, NumaNode, VfIndex};
 
     fn pool() -> PoolSpec {
@@ -206,7 +205,7 @@ mod tests {
 
     #[test]
     fn envs_device_nodes_and_device_info_files() {
-        let scratch = ScratchDir::new("alloc").unwrap();
+        let scratch = plexus_sim::scratch("alloc").unwrap();
         let pool = pool();
         let devices = vec![
             device(0, "iavf", Some(41), false),
@@ -248,7 +247,7 @@ mod tests {
 
     #[test]
     fn unknown_ids_and_vfio_without_group_are_refused() {
-        let scratch = ScratchDir::new("alloc-err").unwrap();
+        let scratch = plexus_sim::scratch("alloc-err").unwrap();
         let pool = pool();
         let devices = vec![device(1, "vfio-pci", None, false)];
         let err = container_response(&pool, &devices, &["0000:20:02.7".into()], scratch.path()).unwrap_err();

@@ -7,7 +7,6 @@
 //! - [`service`]: the `DevicePlugin` gRPC service of a pool.
 //! - [`plugin`]: the runner: sockets, registration, re-discovery, health, kubelet restarts.
 //! - [`podresources`]: the kubelet's PodResources API: which devices a pod got.
-//! - [`standin`]: a kubelet stand-in for tests and the demo.
 //! - [`proto`], [`transport`]: the kubelet's gRPC APIs over unix sockets.
 
 pub mod allocate;
@@ -18,5 +17,4 @@ pub mod podresources;
 pub mod pools;
 pub mod proto;
 pub mod service;
-pub mod standin;
 pub mod transport;

@@ -296,14 +296,13 @@ pub fn default_route_netdevs(route_file: &str) -> BTreeSet<String> {
 mod tests {
     use super::*;
     use crate::config::DEFAULT_PREFIX;
-    use plexus_hw::sim::{ScratchDir, SimNode, SimSpec};
     use plexus_hw::{SysfsRoot, discover};
+    use plexus_sim::{ScratchNode, SimSpec};
 
-    fn node(spec: SimSpec) -> (ScratchDir, SimNode, Discovery) {
-        let scratch = ScratchDir::new("pools").unwrap();
-        let node = SimNode::build(scratch.path().join("sys"), &spec).unwrap();
+    fn node(spec: SimSpec) -> (ScratchNode, Discovery) {
+        let node = ScratchNode::tree("pools", &spec).unwrap();
         let found = discover(&SysfsRoot::new(node.root())).unwrap();
-        (scratch, node, found)
+        (node, found)
     }
 
     fn config(text: &str) -> PoolConfig {
@@ -316,7 +315,7 @@ mod tests {
 
     #[test]
     fn pools_take_devices_in_order_and_report_why_others_were_left_out() {
-        let (_s, _node, found) =
+        let (_node, found) =
             node(SimSpec { pfs: 2, numa_nodes: 2, vfs_per_pf: 4, vfio_vfs_per_pf: 1, cpus_per_node: 2 });
         let config = config(
             r#"{"resourceList": [
@@ -346,7 +345,7 @@ mod tests {
 
     #[test]
     fn pfs_without_vfs_are_candidates_unless_they_carry_the_default_route() {
-        let (_s, _node, found) =
+        let (_node, found) =
             node(SimSpec { pfs: 2, numa_nodes: 1, vfs_per_pf: 0, vfio_vfs_per_pf: 0, cpus_per_node: 2 });
         let config =
             config(r#"{"resourceList": [{"resourceName": "pfs", "selectors": {"drivers": ["i40e"]}}]}"#);
@@ -363,7 +362,7 @@ mod tests {
 
     #[test]
     fn link_type_rdma_and_health() {
-        let (_s, node, _) =
+        let (node, _) =
             node(SimSpec { pfs: 2, numa_nodes: 1, vfs_per_pf: 2, vfio_vfs_per_pf: 1, cpus_per_node: 2 });
         let pf0 = node.device_dir(node.pfs()[0].address);
         std::fs::write(pf0.join("net/ens1f0/operstate"), "down\n").unwrap();

@@ -13,9 +13,9 @@ use plexus_device_plugin::proto::deviceplugin::{
     AllocateRequest, ContainerAllocateRequest, ContainerPreferredAllocationRequest, Empty,
     ListAndWatchResponse, PreferredAllocationRequest,
 };
-use plexus_device_plugin::standin::KubeletStandIn;
-use plexus_hw::sim::{ScratchDir, SimNode, SimSpec};
 use plexus_hw::{OperState, SysfsRoot};
+use plexus_sim::kubelet::KubeletStandIn;
+use plexus_sim::{ScratchNode, SimSpec};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -34,28 +34,26 @@ const DPDK: &str = "example.com/sriov_dpdk";
 const WAIT: Duration = Duration::from_secs(5);
 
 struct Harness {
-    node: SimNode,
+    node: ScratchNode,
     kubelet: KubeletStandIn,
     kubelet_dir: PathBuf,
     devinfo_dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     plugin: Option<JoinHandle<()>>,
-    _scratch: ScratchDir,
 }
 
 impl Harness {
     async fn start() -> Self {
-        let scratch = ScratchDir::new("dp-e2e").unwrap();
         let spec = SimSpec { pfs: 4, numa_nodes: 2, vfs_per_pf: 4, vfio_vfs_per_pf: 1, cpus_per_node: 2 };
-        let node = SimNode::build(scratch.path().join("sys"), &spec).unwrap();
-        let kubelet_dir = scratch.path().join("kubelet");
-        let devinfo_dir = scratch.path().join("devinfo");
+        let node = ScratchNode::tree("dp-e2e", &spec).unwrap();
+        let kubelet_dir = node.dir().join("kubelet");
+        let devinfo_dir = node.dir().join("devinfo");
         let kubelet = KubeletStandIn::start(&kubelet_dir).await.unwrap();
         let config = PoolConfig::parse(POOLS, "pools.json", DEFAULT_PREFIX).unwrap();
         let mut options = PluginOptions::new(SysfsRoot::new(node.root()));
         options.kubelet_dir = kubelet_dir.clone();
         options.devinfo_dir = devinfo_dir.clone();
-        options.route_file = scratch.path().join("no-routes");
+        options.route_file = node.dir().join("no-routes");
         let (stop, stopped) = oneshot::channel::<()>();
         let plugin = tokio::spawn(async move {
             plugin::run(config, options, async move {
@@ -64,15 +62,8 @@ impl Harness {
             .await
             .unwrap();
         });
-        let harness = Self {
-            node,
-            kubelet,
-            kubelet_dir,
-            devinfo_dir,
-            stop: Some(stop),
-            plugin: Some(plugin),
-            _scratch: scratch,
-        };
+        let harness =
+            Self { node, kubelet, kubelet_dir, devinfo_dir, stop: Some(stop), plugin: Some(plugin) };
         for resource in [NET, DPDK] {
             assert!(
                 harness.kubelet.wait_for_registration(resource, 0, WAIT).await.is_some(),
@@ -88,12 +79,12 @@ impl Harness {
         self.kubelet.plugin(&registration.endpoint).await.unwrap()
     }
 
-    /// Stops the plugin and the kubelet; the returned scratch directory keeps what is left.
-    async fn stop(mut self) -> ScratchDir {
+    /// Stops the plugin and the kubelet; the returned node and its directory keep what is left.
+    async fn stop(mut self) -> ScratchNode {
         let _ = self.stop.take().unwrap().send(());
         self.plugin.take().unwrap().await.unwrap();
         self.kubelet.stop().await;
-        self._scratch
+        self.node
     }
 }
 
@@ -363,7 +354,7 @@ async fn shutdown_removes_sockets_and_device_info_files() {
 #[tokio::test]
 async fn pod_resources_answers_a_pods_devices_by_get_or_by_list() {
     use plexus_device_plugin::podresources::{SOCKET, pod_devices};
-    let scratch = plexus_hw::sim::ScratchDir::new("podres").unwrap();
+    let scratch = plexus_sim::scratch("podres").unwrap();
     let kubelet = KubeletStandIn::start(scratch.path()).await.unwrap();
     let api = kubelet.pod_resources();
     api.assign("tenant", "dpdk", "app", "intel.com/sriov_net", &["0000:20:02.3", "0000:20:02.1"]);

@@ -130,7 +130,6 @@ impl NumaTopology {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::ScratchDir;
     use std::fs;
 
     #[test]
@@ -150,7 +149,7 @@ mod tests {
 
     #[test]
     fn reads_nodes_and_skips_a_broken_one() {
-        let scratch = ScratchDir::new("numa").unwrap();
+        let scratch = plexus_sim::scratch("numa").unwrap();
         let base = scratch.path().join("devices/system/node");
         for (n, cpus, dist) in [(0, "0-3", "10 21"), (1, "4-7", "21 10"), (2, "x", "10")] {
             let dir = base.join(format!("node{n}"));
@@ -169,7 +168,7 @@ mod tests {
 
     #[test]
     fn no_node_directory_means_no_numa() {
-        let scratch = ScratchDir::new("numa-none").unwrap();
+        let scratch = plexus_sim::scratch("numa-none").unwrap();
         let (topo, errors) = NumaTopology::read(&SysfsRoot::new(scratch.path()));
         assert!(topo.nodes.is_empty());
         assert!(errors.is_empty());

@@ -224,11 +224,10 @@ impl SysfsDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::ScratchDir;
 
     #[test]
     fn reads_trimmed_optional_and_required_files() {
-        let scratch = ScratchDir::new("sysfs-read").unwrap();
+        let scratch = plexus_sim::scratch("sysfs-read").unwrap();
         fs::write(scratch.path().join("numa_node"), "1\n").unwrap();
         let dir = SysfsDir::open(scratch.path()).unwrap().unwrap();
         assert_eq!(dir.read("numa_node").unwrap(), "1");
@@ -240,7 +239,7 @@ mod tests {
 
     #[test]
     fn malformed_value_names_path_value_and_expectation() {
-        let scratch = ScratchDir::new("sysfs-parse").unwrap();
+        let scratch = plexus_sim::scratch("sysfs-parse").unwrap();
         fs::write(scratch.path().join("sriov_numvfs"), "lots\n").unwrap();
         let dir = SysfsDir::open(scratch.path()).unwrap().unwrap();
         let err = dir.parse("sriov_numvfs", "a count", |v| v.parse::<u32>().ok()).unwrap_err();
@@ -252,7 +251,7 @@ mod tests {
 
     #[test]
     fn root_check_refuses_missing_and_file_roots() {
-        let scratch = ScratchDir::new("sysfs-root").unwrap();
+        let scratch = plexus_sim::scratch("sysfs-root").unwrap();
         assert!(SysfsRoot::new(scratch.path()).check().is_ok());
         let missing = SysfsRoot::new(scratch.path().join("nope"));
         assert!(matches!(missing.check(), Err(SysfsError::Root { .. })));

@@ -4,13 +4,11 @@
 use std::fs;
 use std::os::unix::fs::symlink;
 
-use plexus_hw::sim::{ScratchDir, SimNode, SimSpec};
 use plexus_hw::{LinkType, NumaNode, OperState, PciAddress, SysfsError, SysfsRoot, VfIndex, discover};
+use plexus_sim::{ScratchNode, SimSpec};
 
-fn sim(spec: SimSpec) -> (ScratchDir, SimNode) {
-    let scratch = ScratchDir::new("disc").unwrap();
-    let node = SimNode::build(scratch.path().join("sys"), &spec).unwrap();
-    (scratch, node)
+fn sim(spec: SimSpec) -> ScratchNode {
+    ScratchNode::tree("disc", &spec).unwrap()
 }
 
 fn addr(text: &str) -> PciAddress {
@@ -20,7 +18,7 @@ fn addr(text: &str) -> PciAddress {
 #[test]
 fn discovers_every_pf_and_vf_of_the_simulated_node() {
     let spec = SimSpec { pfs: 4, numa_nodes: 2, vfs_per_pf: 8, vfio_vfs_per_pf: 2, cpus_per_node: 4 };
-    let (_scratch, node) = sim(spec);
+    let node = sim(spec);
     let found = discover(&SysfsRoot::new(node.root())).unwrap();
     assert!(found.problems.is_empty(), "{:?}", found.problems);
 
@@ -67,7 +65,7 @@ fn discovers_every_pf_and_vf_of_the_simulated_node() {
 
 #[test]
 fn vfio_bound_vfs_have_no_netdev_and_are_dpdk() {
-    let (_scratch, node) = sim(SimSpec { pfs: 1, vfs_per_pf: 4, vfio_vfs_per_pf: 2, ..SimSpec::default() });
+    let node = sim(SimSpec { pfs: 1, vfs_per_pf: 4, vfio_vfs_per_pf: 2, ..SimSpec::default() });
     let found = discover(&SysfsRoot::new(node.root())).unwrap();
     let vfs = &found.pfs[0].vfs;
     let shape: Vec<(Option<&str>, Option<&str>, bool)> = vfs
@@ -87,7 +85,7 @@ fn vfio_bound_vfs_have_no_netdev_and_are_dpdk() {
 
 #[test]
 fn virtfn_links_are_ordered_numerically() {
-    let (_scratch, node) = sim(SimSpec { pfs: 1, vfs_per_pf: 12, vfio_vfs_per_pf: 0, ..SimSpec::default() });
+    let node = sim(SimSpec { pfs: 1, vfs_per_pf: 12, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     let found = discover(&SysfsRoot::new(node.root())).unwrap();
     let indexes: Vec<u32> = found.pfs[0].vfs.iter().map(|vf| vf.index.0).collect();
     assert_eq!(indexes, (0..12).collect::<Vec<_>>());
@@ -97,7 +95,7 @@ fn virtfn_links_are_ordered_numerically() {
 
 #[test]
 fn unknown_numa_node_is_none() {
-    let (_scratch, node) = sim(SimSpec { pfs: 1, vfs_per_pf: 2, vfio_vfs_per_pf: 0, ..SimSpec::default() });
+    let node = sim(SimSpec { pfs: 1, vfs_per_pf: 2, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     let pf = &node.pfs()[0];
     fs::write(node.device_dir(pf.address).join("numa_node"), "-1\n").unwrap();
     // A kernel without NUMA has no numa_node file at all: also unknown.
@@ -111,7 +109,7 @@ fn unknown_numa_node_is_none() {
 
 #[test]
 fn unbound_vf_has_no_driver() {
-    let (_scratch, node) = sim(SimSpec { pfs: 1, vfs_per_pf: 2, vfio_vfs_per_pf: 0, ..SimSpec::default() });
+    let node = sim(SimSpec { pfs: 1, vfs_per_pf: 2, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     let vf = &node.pfs()[0].vfs[1];
     let dir = node.device_dir(vf.address);
     fs::remove_file(dir.join("driver")).unwrap();
@@ -125,7 +123,7 @@ fn unbound_vf_has_no_driver() {
 
 #[test]
 fn pf_with_sriov_disabled_is_listed_with_no_vfs() {
-    let (_scratch, node) = sim(SimSpec { pfs: 2, vfs_per_pf: 0, vfio_vfs_per_pf: 0, ..SimSpec::default() });
+    let node = sim(SimSpec { pfs: 2, vfs_per_pf: 0, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     let found = discover(&SysfsRoot::new(node.root())).unwrap();
     assert_eq!(found.pfs.len(), 2);
     assert!(found.pfs.iter().all(|pf| pf.vfs.is_empty() && pf.num_vfs == 0 && pf.total_vfs == 64));
@@ -133,7 +131,7 @@ fn pf_with_sriov_disabled_is_listed_with_no_vfs() {
 
 #[test]
 fn devices_without_sriov_are_not_listed() {
-    let (_scratch, node) = sim(SimSpec { pfs: 1, vfs_per_pf: 1, vfio_vfs_per_pf: 0, ..SimSpec::default() });
+    let node = sim(SimSpec { pfs: 1, vfs_per_pf: 1, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     // A host bridge: a PCI device with no sriov_totalvfs.
     let dir = node.root().join("devices/pci0000:00/0000:00:00.0");
     fs::create_dir_all(&dir).unwrap();
@@ -150,7 +148,7 @@ fn devices_without_sriov_are_not_listed() {
 
 #[test]
 fn a_broken_vf_is_reported_and_skipped_the_rest_survive() {
-    let (_scratch, node) = sim(SimSpec { pfs: 2, vfs_per_pf: 3, vfio_vfs_per_pf: 0, ..SimSpec::default() });
+    let node = sim(SimSpec { pfs: 2, vfs_per_pf: 3, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     let broken = node.pfs()[0].vfs[1].address;
     let vendor = node.device_dir(broken).join("vendor");
     fs::write(&vendor, "intel\n").unwrap();
@@ -170,7 +168,7 @@ fn a_broken_vf_is_reported_and_skipped_the_rest_survive() {
 
 #[test]
 fn a_broken_pf_is_reported_and_skipped() {
-    let (_scratch, node) = sim(SimSpec { pfs: 2, vfs_per_pf: 2, vfio_vfs_per_pf: 0, ..SimSpec::default() });
+    let node = sim(SimSpec { pfs: 2, vfs_per_pf: 2, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     let broken = node.pfs()[1].address;
     fs::remove_file(node.device_dir(broken).join("sriov_numvfs")).unwrap();
     let found = discover(&SysfsRoot::new(node.root())).unwrap();
@@ -183,7 +181,7 @@ fn a_broken_pf_is_reported_and_skipped() {
 
 #[test]
 fn a_vf_whose_physfn_points_elsewhere_is_refused() {
-    let (_scratch, node) = sim(SimSpec { pfs: 2, vfs_per_pf: 1, vfio_vfs_per_pf: 0, ..SimSpec::default() });
+    let node = sim(SimSpec { pfs: 2, vfs_per_pf: 1, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     let vf_dir = node.device_dir(node.pfs()[0].vfs[0].address);
     fs::remove_file(vf_dir.join("physfn")).unwrap();
     symlink(format!("../{}", node.pfs()[1].address), vf_dir.join("physfn")).unwrap();
@@ -194,7 +192,7 @@ fn a_vf_whose_physfn_points_elsewhere_is_refused() {
 
 #[test]
 fn link_type_and_speed_quirks() {
-    let (_scratch, node) = sim(SimSpec { pfs: 2, vfs_per_pf: 0, vfio_vfs_per_pf: 0, ..SimSpec::default() });
+    let node = sim(SimSpec { pfs: 2, vfs_per_pf: 0, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     let net = node.device_dir(node.pfs()[0].address).join("net/ens1f0");
     fs::write(net.join("type"), "32\n").unwrap();
     fs::write(net.join("speed"), "-1\n").unwrap();
@@ -212,7 +210,7 @@ fn link_type_and_speed_quirks() {
 
 #[test]
 fn numa_cpulist_broken_is_a_problem_not_a_failure() {
-    let (_scratch, node) = sim(SimSpec::default());
+    let node = sim(SimSpec::default());
     fs::write(node.root().join("devices/system/node/node1/cpulist"), "4-x\n").unwrap();
     let found = discover(&SysfsRoot::new(node.root())).unwrap();
     assert_eq!(found.numa.nodes.len(), 1);
@@ -223,7 +221,7 @@ fn numa_cpulist_broken_is_a_problem_not_a_failure() {
 
 #[test]
 fn a_missing_root_or_bus_directory_fails_naming_it() {
-    let scratch = ScratchDir::new("disc-missing").unwrap();
+    let scratch = plexus_sim::scratch("disc-missing").unwrap();
     let err = discover(&SysfsRoot::new(scratch.path().join("nope"))).unwrap_err();
     assert!(matches!(err, SysfsError::Root { .. }));
     assert!(err.to_string().contains("nope"), "{err}");
@@ -232,54 +230,9 @@ fn a_missing_root_or_bus_directory_fails_naming_it() {
 }
 
 #[test]
-fn simulator_refuses_bad_specs_and_a_second_build() {
-    let scratch = ScratchDir::new("sim-spec").unwrap();
-    for (spec, field) in [
-        (SimSpec { pfs: 0, ..SimSpec::default() }, "pfs"),
-        (SimSpec { vfs_per_pf: 121, ..SimSpec::default() }, "vfs_per_pf"),
-        (SimSpec { vfio_vfs_per_pf: 9, ..SimSpec::default() }, "vfio_vfs_per_pf"),
-        (SimSpec { numa_nodes: 0, ..SimSpec::default() }, "numa_nodes"),
-    ] {
-        let err = SimNode::build(scratch.path().join("x"), &spec).unwrap_err();
-        assert!(err.to_string().contains(field), "{err}");
-    }
-    let node = SimNode::build(scratch.path().join("sys"), &SimSpec::default()).unwrap();
-    let err = SimNode::build(scratch.path().join("sys"), &SimSpec::default()).unwrap_err();
-    assert!(err.to_string().contains("already holds"), "{err}");
-    // The largest node lays out without collisions.
-    let big = SimSpec {
-        pfs: SimSpec::MAX_PFS,
-        numa_nodes: 4,
-        vfs_per_pf: SimSpec::MAX_VFS,
-        vfio_vfs_per_pf: 8,
-        cpus_per_node: 2,
-    };
-    let big_node = SimNode::build(scratch.path().join("big"), &big).unwrap();
-    let found = discover(&SysfsRoot::new(big_node.root())).unwrap();
-    assert!(found.problems.is_empty(), "{:?}", found.problems.first());
-    assert_eq!(found.vfs().count(), (SimSpec::MAX_PFS * SimSpec::MAX_VFS) as usize);
-    node.destroy().unwrap();
-    assert!(!scratch.path().join("sys").exists());
-}
-
-#[test]
-fn a_loaded_node_matches_the_built_one_and_destroy_removes_it() {
-    let scratch = ScratchDir::new("sim-load").unwrap();
-    let root = SimNode::build(scratch.path().join("sys"), &SimSpec::default()).unwrap().keep();
-    let loaded = SimNode::load(&root).unwrap();
-    assert_eq!(loaded.spec(), &SimSpec::default());
-    assert_eq!(loaded.pfs().len(), 4);
-    loaded.destroy().unwrap();
-    assert!(!root.exists());
-    let err = SimNode::load(&root).unwrap_err();
-    assert!(err.to_string().contains("not a simulated node"), "{err}");
-}
-
-#[test]
 fn broken_devices_on_a_node_read_in_parallel_keep_the_rest_in_place() {
     // Large enough that the per-function reads are split over threads (on a multi-CPU machine).
-    let (_scratch, node) =
-        sim(SimSpec { pfs: 4, numa_nodes: 2, vfs_per_pf: 64, vfio_vfs_per_pf: 8, cpus_per_node: 2 });
+    let node = sim(SimSpec { pfs: 4, numa_nodes: 2, vfs_per_pf: 64, vfio_vfs_per_pf: 8, cpus_per_node: 2 });
     let broken_pf = node.pfs()[1].address;
     let broken_vf = node.pfs()[2].vfs[5].address;
     fs::write(node.device_dir(broken_pf).join("sriov_numvfs"), "many\n").unwrap();
@@ -304,7 +257,7 @@ fn broken_devices_on_a_node_read_in_parallel_keep_the_rest_in_place() {
 #[test]
 fn fingerprint_changes_with_vf_count_and_pf_link_state_only() {
     use plexus_hw::discover::Fingerprint;
-    let (_scratch, mut node) =
+    let mut node =
         sim(SimSpec { pfs: 2, numa_nodes: 1, vfs_per_pf: 4, vfio_vfs_per_pf: 1, cpus_per_node: 2 });
     let root = SysfsRoot::new(node.root());
     let found = discover(&root).unwrap();
@@ -336,7 +289,7 @@ fn fingerprint_changes_with_vf_count_and_pf_link_state_only() {
 #[test]
 fn locate_vf_reads_one_vf_without_a_discovery() {
     let spec = SimSpec { pfs: 2, numa_nodes: 1, vfs_per_pf: 10, vfio_vfs_per_pf: 2, cpus_per_node: 2 };
-    let (_scratch, node) = sim(spec);
+    let node = sim(spec);
     let root = SysfsRoot::new(node.root());
     let found = discover(&root).unwrap();
     for (pf, vf) in found.vfs() {

@@ -16,16 +16,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use plexus_agent::apistandin::ApiStandIn;
 use plexus_device_plugin::proto::deviceplugin::device_plugin_client::DevicePluginClient;
 use plexus_device_plugin::proto::deviceplugin::{
     AllocateRequest, ContainerAllocateRequest, ContainerPreferredAllocationRequest, Empty,
     PreferredAllocationRequest,
 };
-use plexus_device_plugin::standin::KubeletStandIn;
 use plexus_hw::netns::Netns;
-use plexus_hw::sim::{ScratchDir, SimNode, SimSpec};
 use plexus_hw::vf::VfState;
+use plexus_sim::apiserver::ApiStandIn;
+use plexus_sim::kubelet::KubeletStandIn;
+use plexus_sim::{SimNode, SimSpec, TempDir};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -66,7 +66,7 @@ struct Demo {
     /// The node's VF settings and links before any pod.
     initial: (Vec<Vec<VfState>>, BTreeSet<String>),
     plexus: PathBuf,
-    work: ScratchDir,
+    work: TempDir,
 }
 
 impl Drop for Demo {
@@ -107,7 +107,7 @@ pub fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let work = ScratchDir::new("demo").context("making the demo's directory")?;
+    let work = plexus_sim::scratch("demo").context("making the demo's directory")?;
     let work_path = work.path().to_owned();
     let mut demo = Demo {
         agent: None,
@@ -218,7 +218,7 @@ impl Demo {
         runtime.block_on(node.create_netdevs(&netns)).context("making the VF links")?;
         self.node = Some(node);
         self.initial = report::node_state(self.node()?)?;
-        crate::discover::run(self.node()?.root(), crate::Output::Table)?;
+        crate::discover::run(self.node()?.root(), crate::cli::Output::Table)?;
         Ok(())
     }
 
@@ -235,6 +235,7 @@ impl Demo {
             .arg(self.dir("pools.json"))
             .arg("--sysfs-root")
             .arg(&root)
+            .arg("--simulated-node")
             .arg("--kubelet-dir")
             .arg(self.dir("kubelet"))
             .arg("--devinfo-dir")

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use plexus_hw::netlink::Netlink;
 use plexus_hw::netns::Netns;
-use plexus_hw::sim::{SimNode, SimVfControl};
-use plexus_hw::vf::{VfControl, VfState};
+use plexus_hw::vf::VfState;
+use plexus_sim::{SimNode, VfStore};
 use serde_json::Value;
 
 use crate::table::Table;
@@ -143,8 +143,8 @@ pub fn print_phases(socket_dir: &Path, command: &str) -> anyhow::Result<()> {
 
 /// The VF states of every PF of `node` and the names of the links in its namespace.
 pub fn node_state(node: &SimNode) -> anyhow::Result<(Vec<Vec<VfState>>, BTreeSet<String>)> {
-    let control = SimVfControl::for_node(node);
-    let states = node.pfs().iter().map(|pf| control.vfs(&pf.netdev)).collect::<Result<Vec<_>, _>>()?;
+    let store = VfStore::new(node.root());
+    let states = node.pfs().iter().map(|pf| store.vfs(&pf.netdev)).collect::<Result<Vec<_>, _>>()?;
     let netns = node.netns_name().map(|n| Path::new(plexus_hw::netns::NETNS_RUN_DIR).join(n));
     Ok((states, link_names(netns.as_deref())?))
 }

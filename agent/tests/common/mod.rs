@@ -9,7 +9,10 @@ pub fn plexus_binary() -> PathBuf {
     let binary = Path::new(env!("CARGO_BIN_EXE_plexus-agent")).with_file_name("plexus");
     if !binary.exists() {
         let status =
-            Command::new(env!("CARGO")).args(["build", "-q", "-p", "plexus-cni", "--bin", "plexus"]).status();
+            // With the simulated node, as the agent builds it (the tests point it at one).
+            Command::new(env!("CARGO"))
+                .args(["build", "-q", "-p", "plexus-cni", "--features", "simulated-node", "--bin", "plexus"])
+                .status();
         assert!(status.unwrap().success());
     }
     binary

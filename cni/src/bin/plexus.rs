@@ -2,34 +2,104 @@
 //! On a node with the agent, it forwards the call to the agent's socket and prints the answer;
 //! without one, it does the work itself. Installed (or linked) under the name of a built-in
 //! delegate, such as `sriov`, it is that delegate alone, for plain Multus.
+//!
+//! The node it works on is chosen here, once: the real one at `/sys`, or, when
+//! `PLEXUS_SYSFS_ROOT` is set, the simulated node there (only in a build with the
+//! `simulated-node` feature, which the agent's demo and tests use).
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use plexus_cni::entry::{self, Context, Outcome};
+use plexus_cni::error::Error;
 use plexus_cni::forward::{self, Forwarded};
-use plexus_cni::multus::cluster::Cluster;
+use plexus_cni::multus::cluster::{Cluster, ClusterError};
 use plexus_cni::multus::config::MetaConfig;
 use plexus_cni::multus::kube::KubeCluster;
-use plexus_cni::routes::NetlinkRoutes;
-use plexus_cni::spec::{CniError, ErrorCode};
+use plexus_cni::spec::{EnvError, ErrorCode, ErrorReply};
+use plexus_hw::{Node, SysfsRoot};
+
+/// The variable that points the binary at a simulated node.
+const SYSFS_ROOT_ENV: &str = "PLEXUS_SYSFS_ROOT";
+
+/// The node: the simulated one `PLEXUS_SYSFS_ROOT` names, else the real one.
+fn node() -> Result<Node, Error> {
+    match std::env::var_os(SYSFS_ROOT_ENV).filter(|root| !root.is_empty()) {
+        None => Ok(Node::real(SysfsRoot::default())),
+        Some(root) => simulated(std::path::PathBuf::from(root)),
+    }
+}
+
+#[cfg(feature = "simulated-node")]
+fn simulated(root: std::path::PathBuf) -> Result<Node, Error> {
+    plexus_sim::load_node(root)
+        .map_err(|e| EnvError::Invalid { name: SYSFS_ROOT_ENV, reason: e.to_string() }.into())
+}
+
+#[cfg(not(feature = "simulated-node"))]
+fn simulated(root: std::path::PathBuf) -> Result<Node, Error> {
+    let reason = format!("{}: this plexus is built without the simulated node", root.display());
+    Err(EnvError::Invalid { name: SYSFS_ROOT_ENV, reason }.into())
+}
 
 /// Thin mode: the kubeconfig of the config, else in-cluster, else static networks only.
-fn kube(config: &MetaConfig) -> Result<Option<Box<dyn Cluster>>, CniError> {
+fn kube(config: &MetaConfig) -> Result<Option<Box<dyn Cluster>>, ClusterError> {
     Ok(KubeCluster::from_config(config)?.map(|c| Box::new(c) as Box<dyn Cluster>))
 }
 
 /// The call done here, by this process.
 fn locally(stdin: &[u8]) -> Outcome {
     entry::init_logging(stdin);
+    let node = match node() {
+        Ok(node) => node,
+        Err(e) => return entry::outcome(Err(e), stdin),
+    };
     let checkpoint = plexus_cni::multus::devices::Checkpoint::default();
     let context = Context {
-        registry: entry::builtin_registry(),
-        routes: &NetlinkRoutes,
+        registry: entry::builtin_registry(&node, plexus_cni::userspace::Userspace::default()),
+        node: &node,
         cluster: &kube,
         devices: Some(&checkpoint),
     };
     entry::run(|name| std::env::var(name).ok(), stdin, &context)
+}
+
+/// A built-in delegate by itself (the binary called as `sriov`, `userspace` or `bond`).
+fn alone(name: &str, stdin: &[u8]) -> Option<Outcome> {
+    let node = match node() {
+        Ok(node) => node,
+        Err(e) => return Some(entry::outcome(Err(e), stdin)),
+    };
+    let plugin = entry::builtin_named(name, &node)?;
+    Some(entry::run_plugin(|name| std::env::var(name).ok(), stdin, &*plugin, name, &node))
+}
+
+/// Forwards the call to the agent, or does it here.
+fn forwarded(stdin: &[u8]) -> Outcome {
+    let command = std::env::var("CNI_COMMAND").unwrap_or_default();
+    let request = forward::Request {
+        env: forward::cni_env(std::env::vars()),
+        stdin: String::from_utf8_lossy(stdin).into_owned(),
+    };
+    match forward::forward(&forward::socket_dir(stdin), &request) {
+        Forwarded::Answered(outcome) => outcome,
+        Forwarded::NoAgent => locally(stdin),
+        // Without the agent an ADD would miss what only the agent knows (the pod's devices,
+        // its watch cache): fail now rather than after a timeout. Everything else can be done
+        // here; DEL must be, or the pod never terminates.
+        Forwarded::AgentDown { socket, error } if command == "ADD" => {
+            let reply = ErrorReply {
+                code: ErrorCode::TryAgainLater.into(),
+                msg: format!(
+                    "the plexus agent is not running (its socket {} does not answer)",
+                    socket.display()
+                ),
+                details: error.to_string(),
+            };
+            Outcome { stdout: reply.to_json(&entry::error_version(stdin)), code: 1 }
+        }
+        Forwarded::AgentDown { .. } => locally(stdin),
+    }
 }
 
 fn main() -> ExitCode {
@@ -40,35 +110,11 @@ fn main() -> ExitCode {
         .next()
         .and_then(|arg0| std::path::Path::new(&arg0).file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default();
-    let outcome = match entry::builtin_named(&called_as) {
-        Some(plugin) => entry::run_plugin(|name| std::env::var(name).ok(), &stdin, &*plugin),
-        None => {
-            let command = std::env::var("CNI_COMMAND").unwrap_or_default();
-            let request = forward::Request {
-                env: forward::cni_env(std::env::vars()),
-                stdin: String::from_utf8_lossy(&stdin).into_owned(),
-            };
-            match forward::forward(&forward::socket_dir(&stdin), &request) {
-                Forwarded::Answered(outcome) => outcome,
-                Forwarded::NoAgent => locally(&stdin),
-                // Without the agent an ADD would miss what only the agent knows (the pod's
-                // devices, its watch cache): fail now rather than after a timeout. Everything
-                // else can be done here; DEL must be, or the pod never terminates.
-                Forwarded::AgentDown { socket, error } if command == "ADD" => {
-                    let err = CniError::new(
-                        ErrorCode::TryAgainLater,
-                        format!(
-                            "the plexus agent is not running (its socket {} does not answer)",
-                            socket.display()
-                        ),
-                    )
-                    .with_details(error.to_string());
-                    Outcome { stdout: err.to_json(&entry::error_version(&stdin)), code: 1 }
-                }
-                Forwarded::AgentDown { .. } => locally(&stdin),
-            }
-        }
-    };
+    let outcome = match called_as.as_str() {
+        "sriov" | "userspace" | "bond" => alone(&called_as, &stdin),
+        _ => None,
+    }
+    .unwrap_or_else(|| forwarded(&stdin));
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(outcome.stdout.as_bytes());
     let _ = stdout.flush();

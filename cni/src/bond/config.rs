@@ -2,11 +2,12 @@
 //! `failOverMac` (0-2), `linksInContainer`, `links` (two or more `{"name": ...}`),
 //! `allSlavesActive`, `tlbDynamicLb`, `xmitHashPolicy`, `ipam`.
 
+use plexus_hw::IfName;
 use plexus_hw::bond::{self, BondOptions};
 use serde_json::Value;
 
-use crate::multus::keys::Keys;
-use crate::spec::{CniError, ErrorCode};
+use crate::keys::Keys;
+use crate::spec::ConfigError;
 
 /// A bond network.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,18 +17,18 @@ pub struct BondConfig {
     /// The MTU the bond gets (no slave may have less).
     pub mtu: u32,
     /// The slaves' names.
-    pub links: Vec<String>,
+    pub links: Vec<IfName>,
     /// The slaves are in the pod's namespace already (earlier attachments); else in the host's,
     /// and moved in.
     pub links_in_container: bool,
 }
 
-fn invalid(key: &str, why: impl std::fmt::Display) -> CniError {
-    CniError::new(ErrorCode::InvalidNetworkConfig, format!("bond config: {key}: {why}"))
+fn invalid(key: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError::invalid("bond config", format!("{key}: {why}"))
 }
 
 /// A number given as a number or a string (`"miimon": "100"`), as the bond plugin takes it.
-fn number(keys: &Keys<'_>, key: &str) -> Result<Option<u64>, CniError> {
+fn number(keys: &Keys<'_>, key: &str) -> Result<Option<u64>, ConfigError> {
     match keys.value(key) {
         None => Ok(None),
         Some(Value::Number(n)) => {
@@ -41,7 +42,7 @@ fn number(keys: &Keys<'_>, key: &str) -> Result<Option<u64>, CniError> {
 }
 
 /// A flag given as true/false or 0/1.
-fn flag(keys: &Keys<'_>, key: &str) -> Result<Option<bool>, CniError> {
+fn flag(keys: &Keys<'_>, key: &str) -> Result<Option<bool>, ConfigError> {
     match keys.value(key) {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -55,9 +56,9 @@ fn flag(keys: &Keys<'_>, key: &str) -> Result<Option<bool>, CniError> {
 
 impl BondConfig {
     /// Reads the plugin config a delegate gets.
-    pub fn parse(config: &Value) -> Result<Self, CniError> {
+    pub fn parse(config: &Value) -> Result<Self, ConfigError> {
         let Value::Object(map) = config else {
-            return Err(CniError::new(ErrorCode::InvalidNetworkConfig, "bond config must be a JSON object"));
+            return Err(ConfigError::invalid("bond config", "must be a JSON object"));
         };
         let keys = Keys::new(map, "bond config");
         let mode_name = keys.string("mode")?.unwrap_or_else(|| "balance-rr".to_owned());
@@ -97,13 +98,10 @@ impl BondConfig {
                 .iter()
                 .enumerate()
                 .map(|(i, item)| {
-                    item.get("name")
-                        .and_then(Value::as_str)
-                        .filter(|n| !n.is_empty() && n.len() <= 15)
-                        .map(str::to_owned)
-                        .ok_or_else(|| {
-                            invalid(&format!("links[{i}]"), "needs a \"name\" (an interface name)")
-                        })
+                    let name = item.get("name").and_then(Value::as_str).ok_or_else(|| {
+                        invalid(&format!("links[{i}]"), "needs a \"name\" (an interface name)")
+                    })?;
+                    name.parse::<IfName>().map_err(|e| invalid(&format!("links[{i}].name"), e))
                 })
                 .collect::<Result<Vec<_>, _>>()?,
             Some(_) => return Err(invalid("links", "must be a list of {\"name\": ...}")),
@@ -149,7 +147,7 @@ mod tests {
             (config.options.all_slaves_active, config.options.tlb_dynamic_lb),
             (Some(true), Some(false))
         );
-        assert_eq!(config.links, ["net1", "net2"]);
+        assert_eq!(config.links.iter().map(IfName::as_str).collect::<Vec<_>>(), ["net1", "net2"]);
         assert!(config.links_in_container);
         let minimal =
             BondConfig::parse(&json!({"links": [{"name": "a"}, {"name": "b"}], "miimon": 50})).unwrap();

@@ -1,136 +1,56 @@
 //! The `bond` delegate: a bond in the pod of links the pod already has (the VFs of earlier
 //! attachments, `net1` and `net2`: with the allocator spreading them over two PFs, a
 //! redundant pair), as the bond CNI plugin makes it, with its keys. The kernel work goes
-//! through [`PodLinks`], real over netlink in the pod's namespace, and in-memory in the tests
-//! of the logic (this kernel has no bonding driver).
+//! through the call's kernel session, on its pod side (and its host side for links moved in
+//! with `linksInContainer: false`); the logic's tests run it against the in-memory kernel,
+//! since this machine's kernel has no bonding driver.
 
 pub mod config;
 
-use plexus_hw::bond::BondOptions;
-use plexus_hw::netlink::{LinkInfo, Netlink};
-use plexus_hw::netns::Netns;
+use plexus_hw::kernel::{Kernel, KernelError, LinkInfo, LinkSettings, Side};
 use plexus_hw::{IfName, MacAddr};
 use serde_json::Value;
 
 use self::config::BondConfig;
-use crate::delegate::InProcessPlugin;
+use crate::delegate::{InProcessPlugin, Request};
+use crate::error::{Error, ErrorList};
 use crate::ipam;
-use crate::multus::cluster::Cluster;
 use crate::spec::result::{CniResult, Interface};
 use crate::spec::version::CniVersion;
-use crate::spec::{CniError, Command, ErrorCode, Invocation};
+use crate::spec::{ConfigError, ErrorCode};
 
-/// The link operations a bond needs, in the pod's namespace.
-pub trait PodLinks {
-    /// The link named `name`.
-    fn link(&self, name: &str) -> Result<Option<LinkInfo>, CniError>;
-    /// Every link.
-    fn links(&self) -> Result<Vec<LinkInfo>, CniError>;
-    /// Moves host link `name` into the pod (for `linksInContainer: false`).
-    fn take_from_host(&self, name: &str) -> Result<(), CniError>;
-    /// Moves link `name` back to the host.
-    fn give_back(&self, name: &str) -> Result<(), CniError>;
-    /// Makes the bond, down; its index.
-    fn add_bond(&self, name: &str, options: &BondOptions) -> Result<u32, CniError>;
-    /// Sets or clears the link's controller.
-    fn set_controller(&self, index: u32, controller: Option<u32>) -> Result<(), CniError>;
-    /// Up or down, and a MAC when given.
-    fn set_state(&self, index: u32, up: bool, mac: Option<MacAddr>) -> Result<(), CniError>;
-    /// Deletes the link.
-    fn del_link(&self, index: u32) -> Result<(), CniError>;
-    /// Puts an IPAM result on the link.
-    fn configure(&self, index: u32, result: &CniResult) -> Result<(), CniError>;
+/// A failure of the `bond` delegate.
+#[derive(Debug, thiserror::Error)]
+pub enum BondError {
+    /// The pod already has an interface of the bond's name.
+    #[error("bond: the pod already has an interface {0}")]
+    NameTaken(IfName),
+    /// A link to enslave is not in the pod.
+    #[error("bond: link {0} is not in the pod's namespace (an earlier attachment's interface?)")]
+    NotInPod(IfName),
+    /// A link to enslave is a port of something else.
+    #[error("bond: link {0} is already enslaved")]
+    Enslaved(IfName),
+    /// CHECK: the bond is not there.
+    #[error("bond: no bond {0} in the pod")]
+    NoBond(IfName),
+    /// CHECK: a link is not the bond's port.
+    #[error("bond: link {link} is not a port of {bond}")]
+    NotPort {
+        /// The link.
+        link: IfName,
+        /// The bond.
+        bond: IfName,
+    },
+    /// A kernel request.
+    #[error("bond: {0}")]
+    Kernel(#[from] KernelError),
 }
 
-fn failed(e: impl std::fmt::Display) -> CniError {
-    CniError::new(ErrorCode::Plugin, format!("bond: {e}"))
-}
-
-fn if_name(name: &str) -> Result<IfName, CniError> {
-    name.parse().map_err(|e| CniError::new(ErrorCode::InvalidNetworkConfig, format!("bond: {name:?}: {e}")))
-}
-
-/// [`PodLinks`] over netlink: sockets opened inside the pod's (and the host's) namespace, on a
-/// runtime of the call's own.
-pub struct NetlinkPodLinks {
-    runtime: tokio::runtime::Runtime,
-    pod: Netlink,
-    pod_ns: Netns,
-    host: Netlink,
-}
-
-impl NetlinkPodLinks {
-    /// For the pod namespace at `netns`.
-    pub fn open(netns: &str) -> Result<Self, CniError> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(failed)?;
-        let pod_ns = Netns::open(netns).map_err(failed)?;
-        let (pod, host) = runtime
-            .block_on(async {
-                let pod = Netlink::connect(Some(&pod_ns)).await?;
-                let host = Netlink::connect(None).await?;
-                Ok::<_, plexus_hw::netlink::NetlinkError>((pod, host))
-            })
-            .map_err(failed)?;
-        Ok(Self { runtime, pod, pod_ns, host })
-    }
-}
-
-impl std::fmt::Debug for NetlinkPodLinks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NetlinkPodLinks").field("pod", &self.pod_ns.path()).finish()
-    }
-}
-
-impl PodLinks for NetlinkPodLinks {
-    fn link(&self, name: &str) -> Result<Option<LinkInfo>, CniError> {
-        let name = if_name(name)?;
-        self.runtime.block_on(self.pod.link(&name)).map_err(failed)
-    }
-
-    fn links(&self) -> Result<Vec<LinkInfo>, CniError> {
-        self.runtime.block_on(self.pod.links()).map_err(failed)
-    }
-
-    fn take_from_host(&self, name: &str) -> Result<(), CniError> {
-        let name = if_name(name)?;
-        self.runtime
-            .block_on(async {
-                let index = self.host.link_index(&name).await?;
-                self.host.move_to(index, &self.pod_ns, None).await
-            })
-            .map_err(failed)
-    }
-
-    fn give_back(&self, name: &str) -> Result<(), CniError> {
-        let name = if_name(name)?;
-        let host = Netns::current().map_err(failed)?;
-        self.runtime
-            .block_on(async {
-                let index = self.pod.link_index(&name).await?;
-                self.pod.move_to(index, &host, None).await
-            })
-            .map_err(failed)
-    }
-
-    fn add_bond(&self, name: &str, options: &BondOptions) -> Result<u32, CniError> {
-        let name = if_name(name)?;
-        self.runtime.block_on(self.pod.add_bond(&name, options)).map_err(failed)
-    }
-
-    fn set_controller(&self, index: u32, controller: Option<u32>) -> Result<(), CniError> {
-        self.runtime.block_on(self.pod.set_controller(index, controller)).map_err(failed)
-    }
-
-    fn set_state(&self, index: u32, up: bool, mac: Option<MacAddr>) -> Result<(), CniError> {
-        self.runtime.block_on(self.pod.configure(index, mac, None, up)).map_err(failed)
-    }
-
-    fn del_link(&self, index: u32) -> Result<(), CniError> {
-        self.runtime.block_on(self.pod.del_link(index)).map_err(failed)
-    }
-
-    fn configure(&self, index: u32, result: &CniResult) -> Result<(), CniError> {
-        self.runtime.block_on(ipam::configure(&self.pod, index, result))
+impl BondError {
+    /// The spec's code for it.
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::Plugin
     }
 }
 
@@ -145,29 +65,24 @@ fn distinct_mac(bond_index: u32, n: usize) -> MacAddr {
 pub struct Bond;
 
 impl Bond {
-    /// ADD with `links` as the pod's namespace.
-    pub fn add_with(
-        links: &dyn PodLinks,
-        invocation: &Invocation,
-        ifname: &str,
-        raw: &Value,
-    ) -> Result<Value, CniError> {
+    /// ADD: the bond `request`'s interface, of the config's links.
+    pub fn add_bond(request: &Request<'_>) -> Result<Value, Error> {
+        let (kernel, invocation, raw) = (request.kernel, request.invocation, request.config);
+        let ifname = &invocation.ifname;
         let config = BondConfig::parse(raw)?;
-        let version = CniVersion::of_config(raw)?;
-        if links.link(ifname)?.is_some() {
-            return Err(failed(format!("the pod already has an interface {ifname}")));
+        let version = CniVersion::of_config(raw, "bond config")?;
+        if kernel.link(Side::Pod, ifname).map_err(BondError::from)?.is_some() {
+            return Err(BondError::NameTaken(ifname.clone()).into());
         }
         let mut moved = Vec::new();
-        let result = Self::add_steps(links, &config, invocation, ifname, raw, &mut moved);
-        match result {
-            Ok(result) => {
-                let bond = links.link(ifname)?;
-                let mut result = result;
+        match Self::add_steps(request, &config, &mut moved) {
+            Ok(mut result) => {
+                let bond = kernel.link(Side::Pod, ifname).map_err(BondError::from)?;
                 result.interfaces = vec![Interface {
-                    name: ifname.to_owned(),
+                    name: ifname.to_string(),
                     mac: bond.and_then(|b| b.mac).map(|m| m.to_string()).unwrap_or_default(),
                     mtu: Some(config.mtu),
-                    sandbox: invocation.netns.clone(),
+                    sandbox: invocation.netns_str(),
                     ..Default::default()
                 }];
                 for ip in &mut result.ips {
@@ -177,20 +92,22 @@ impl Bond {
             }
             Err(err) => {
                 // Undo: release the slaves, delete the bond, give moved links back.
-                let mut errors = Self::release(links, ifname, &moved);
+                let mut errors = Self::release(kernel, ifname, &moved);
                 // A slave set down and not yet enslaved is not released with the bond.
                 for name in config.links.iter().filter(|n| !moved.contains(n)) {
-                    if let Ok(Some(link)) = links.link(name)
+                    if let Ok(Some(link)) = kernel.link(Side::Pod, name)
                         && !link.up
                     {
-                        errors.extend(links.set_state(link.index, true, None).err());
+                        errors.keep(
+                            kernel
+                                .configure(Side::Pod, link.index, LinkSettings::UP)
+                                .map_err(BondError::from),
+                        );
                     }
                 }
-                for e in errors {
+                errors.keep(ipam::release(raw, invocation));
+                for e in errors.iter() {
                     tracing::warn!("undoing bond {ifname}: {e}");
-                }
-                if let Ok(Some(request)) = ipam::Request::new(raw, invocation, ifname) {
-                    let _ = ipam::del(&request);
                 }
                 Err(err)
             }
@@ -198,40 +115,33 @@ impl Bond {
     }
 
     fn add_steps(
-        links: &dyn PodLinks,
+        request: &Request<'_>,
         config: &BondConfig,
-        invocation: &Invocation,
-        ifname: &str,
-        raw: &Value,
-        moved: &mut Vec<String>,
-    ) -> Result<CniResult, CniError> {
-        let mut slaves = Vec::new();
+        moved: &mut Vec<IfName>,
+    ) -> Result<CniResult, Error> {
+        let (kernel, invocation, raw) = (request.kernel, request.invocation, request.config);
+        let mut slaves: Vec<LinkInfo> = Vec::new();
         for name in &config.links {
             if !config.links_in_container {
-                links.take_from_host(name)?;
+                let index = kernel.link_index(Side::Host, name).map_err(BondError::from)?;
+                kernel.move_link(Side::Host, index, None).map_err(BondError::from)?;
                 moved.push(name.clone());
             }
-            let link = links.link(name)?.ok_or_else(|| {
-                failed(format!(
-                    "link {name} is not in the pod's namespace (an earlier attachment's interface?)"
-                ))
-            })?;
+            let link = kernel
+                .link(Side::Pod, name)
+                .map_err(BondError::from)?
+                .ok_or_else(|| BondError::NotInPod(name.clone()))?;
             if link.controller.is_some() {
-                return Err(failed(format!("link {name} is already enslaved")));
+                return Err(BondError::Enslaved(name.clone()).into());
             }
-            if link.mtu.is_some_and(|mtu| mtu < config.mtu) {
-                return Err(CniError::new(
-                    ErrorCode::InvalidNetworkConfig,
-                    format!(
-                        "bond config: mtu: {} is above the MTU of link {name} ({})",
-                        config.mtu,
-                        link.mtu.unwrap_or(0)
-                    ),
-                ));
+            if let Some(mtu) = link.mtu.filter(|mtu| *mtu < config.mtu) {
+                let message = format!("mtu: {} is above the MTU of link {name} ({mtu})", config.mtu);
+                return Err(ConfigError::invalid("bond config", message).into());
             }
             slaves.push(link);
         }
-        let bond = links.add_bond(ifname, &config.options)?;
+        let bond =
+            kernel.add_bond(Side::Pod, &invocation.ifname, &config.options).map_err(BondError::from)?;
         let mut macs = std::collections::BTreeSet::new();
         for (n, slave) in slaves.iter().enumerate() {
             // Slaves with one MAC confuse the driver's port selection: the later ones get
@@ -244,15 +154,19 @@ impl Bond {
                 }
                 _ => None,
             };
-            links.set_state(slave.index, false, mac)?;
-            links.set_controller(slave.index, Some(bond))?;
-            links.set_state(slave.index, true, None)?;
+            // The bonding driver refuses a port that is up (EPERM, "can not be enslaved while
+            // up"): down, enslaved, up again.
+            kernel
+                .configure(Side::Pod, slave.index, LinkSettings { mac, ..LinkSettings::DOWN })
+                .map_err(BondError::from)?;
+            kernel.set_controller(Side::Pod, slave.index, Some(bond)).map_err(BondError::from)?;
+            kernel.configure(Side::Pod, slave.index, LinkSettings::UP).map_err(BondError::from)?;
         }
-        links.set_state(bond, true, None)?;
-        let result = match ipam::Request::new(raw, invocation, ifname)? {
-            Some(request) => {
-                let result = ipam::add(&request)?;
-                links.configure(bond, &result)?;
+        kernel.configure(Side::Pod, bond, LinkSettings::UP).map_err(BondError::from)?;
+        let result = match ipam::Request::new(raw, invocation)? {
+            Some(ipam_request) => {
+                let result = ipam::add(&ipam_request)?;
+                ipam::configure(kernel, Side::Pod, bond, &result)?;
                 result
             }
             None => CniResult::default(),
@@ -262,101 +176,91 @@ impl Bond {
 
     /// Releases the bond's slaves (no controller, up), deletes it, and gives links moved in
     /// back to the host; every error is returned, nothing stops early.
-    fn release(links: &dyn PodLinks, ifname: &str, moved: &[String]) -> Vec<CniError> {
-        let mut errors = Vec::new();
-        match links.link(ifname) {
+    fn release(kernel: &dyn Kernel, ifname: &IfName, moved: &[IfName]) -> ErrorList {
+        let mut errors = ErrorList::new();
+        let kernel_error = |e: KernelError| Error::from(BondError::from(e));
+        match kernel.link(Side::Pod, ifname) {
             Ok(Some(bond)) => {
-                match links.links() {
+                match kernel.links(Side::Pod) {
                     Ok(all) => {
                         for slave in all.iter().filter(|l| l.controller == Some(bond.index)) {
-                            errors.extend(links.set_controller(slave.index, None).err());
-                            errors.extend(links.set_state(slave.index, true, None).err());
+                            errors.keep(
+                                kernel.set_controller(Side::Pod, slave.index, None).map_err(kernel_error),
+                            );
+                            errors.keep(
+                                kernel
+                                    .configure(Side::Pod, slave.index, LinkSettings::UP)
+                                    .map_err(kernel_error),
+                            );
                         }
                     }
-                    Err(e) => errors.push(e),
+                    Err(e) => errors.push(kernel_error(e)),
                 }
-                errors.extend(links.del_link(bond.index).err());
+                errors.keep(kernel.del_link(Side::Pod, bond.index).map_err(kernel_error));
             }
             Ok(None) => {}
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(kernel_error(e)),
         }
         for name in moved {
-            errors.extend(links.give_back(name).err());
+            let given =
+                kernel.link_index(Side::Pod, name).and_then(|index| kernel.move_link(Side::Pod, index, None));
+            errors.keep(given.map_err(kernel_error));
         }
         errors
     }
 
-    /// DEL with `links` as the pod's namespace (`None`: the namespace is gone, and the bond
-    /// with it).
-    pub fn del_with(
-        links: Option<&dyn PodLinks>,
-        invocation: &Invocation,
-        ifname: &str,
-        raw: &Value,
-    ) -> Result<(), CniError> {
+    /// DEL: the bond released and deleted when the pod's namespace is still there (else it went
+    /// with it), links moved in given back, addresses released; every failure is reported.
+    pub fn del_bond(request: &Request<'_>) -> Result<(), Error> {
+        let (kernel, invocation, raw) = (request.kernel, request.invocation, request.config);
         let config = BondConfig::parse(raw)?;
-        let mut errors = Vec::new();
-        if let Some(links) = links {
-            let moved: Vec<String> = if config.links_in_container {
+        let mut errors = ErrorList::new();
+        if kernel.has_pod() {
+            let moved: Vec<IfName> = if config.links_in_container {
                 Vec::new()
             } else {
                 config
                     .links
                     .iter()
-                    .filter(|name| links.link(name).ok().flatten().is_some())
+                    .filter(|name| kernel.link(Side::Pod, name).ok().flatten().is_some())
                     .cloned()
                     .collect()
             };
-            errors = Self::release(links, ifname, &moved);
+            errors.append(Self::release(kernel, &invocation.ifname, &moved));
         }
-        match ipam::Request::new(raw, invocation, ifname) {
-            Ok(Some(request)) => errors.extend(ipam::del(&request).err()),
-            Ok(None) => {}
-            Err(e) => errors.push(e),
+        errors.keep(ipam::release(raw, invocation));
+        errors.into_result()
+    }
+
+    /// CHECK: the bond is there with every link as its port.
+    pub fn check_bond(request: &Request<'_>) -> Result<(), Error> {
+        let (kernel, ifname) = (request.kernel, &request.invocation.ifname);
+        let config = BondConfig::parse(request.config)?;
+        let bond = kernel
+            .link(Side::Pod, ifname)
+            .map_err(BondError::from)?
+            .ok_or_else(|| BondError::NoBond(ifname.clone()))?;
+        let all = kernel.links(Side::Pod).map_err(BondError::from)?;
+        for name in &config.links {
+            if !all.iter().any(|l| l.name == name.as_str() && l.controller == Some(bond.index)) {
+                return Err(BondError::NotPort { link: name.clone(), bond: ifname.clone() }.into());
+            }
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors.remove(0)) }
+        Ok(())
     }
 }
 
 impl InProcessPlugin for Bond {
-    fn call(
-        &self,
-        command: Command,
-        invocation: &Invocation,
-        ifname: &str,
-        config: &Value,
-        _cluster: Option<&dyn Cluster>,
-    ) -> Result<Option<Value>, CniError> {
-        match command {
-            Command::Add => {
-                let links = NetlinkPodLinks::open(&invocation.netns)?;
-                crate::phases::timed("bond add", || Self::add_with(&links, invocation, ifname, config))
-                    .map(Some)
-            }
-            Command::Del => {
-                let links = (!invocation.netns.is_empty()
-                    && std::path::Path::new(&invocation.netns).exists())
-                .then(|| NetlinkPodLinks::open(&invocation.netns))
-                .transpose()?;
-                let links = links.as_ref().map(|l| l as &dyn PodLinks);
-                crate::phases::timed("bond del", || Self::del_with(links, invocation, ifname, config))
-                    .map(|()| None)
-            }
-            Command::Check => {
-                let links = NetlinkPodLinks::open(&invocation.netns)?;
-                let bond =
-                    links.link(ifname)?.ok_or_else(|| failed(format!("no bond {ifname} in the pod")))?;
-                let config = BondConfig::parse(config)?;
-                let all = links.links()?;
-                for name in &config.links {
-                    if !all.iter().any(|l| &l.name == name && l.controller == Some(bond.index)) {
-                        return Err(failed(format!("link {name} is not a port of {ifname}")));
-                    }
-                }
-                Ok(None)
-            }
-            Command::Status | Command::Gc | Command::Version => Ok(None),
-        }
+    fn add(&self, request: &Request<'_>) -> Result<Value, Error> {
+        crate::phases::timed("bond add", || Self::add_bond(request))
+    }
+
+    fn del(&self, request: &Request<'_>) -> Result<(), Error> {
+        crate::phases::timed("bond del", || Self::del_bond(request))
+    }
+
+    fn check(&self, request: &Request<'_>) -> Result<(), Error> {
+        Self::check_bond(request)
     }
 }
 

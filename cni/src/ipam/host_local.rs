@@ -11,14 +11,14 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::IpamError;
 use super::{Request, invalid, io_error};
+use crate::error::Error;
 use crate::files;
-use crate::multus::keys::Keys;
+use crate::keys::Keys;
+use crate::spec::ConfigError;
 use crate::spec::result::{CniResult, Dns, IpConfig, IpPrefix};
-use crate::spec::{CniError, ErrorCode};
 
-/// Where the reference plugin keeps its store when `dataDir` is not set.
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 const LAST_RESERVED: &str = "last_reserved_ip.";
 const LOCK: &str = "lock";
 /// Between the container ID and the interface name in a reservation file, as the reference
@@ -49,7 +49,7 @@ fn addr(like: IpAddr, value: u128) -> IpAddr {
 }
 
 impl Range {
-    fn parse(keys: &Keys<'_>, at: &str) -> Result<Self, CniError> {
+    fn parse(keys: &Keys<'_>, at: &str) -> Result<Self, ConfigError> {
         let text = keys.string("subnet")?.ok_or_else(|| invalid(&format!("{at}.subnet"), "missing"))?;
         let subnet: IpPrefix = text.parse().map_err(|e| invalid(&format!("{at}.subnet"), e))?;
         let width = if subnet.is_ipv4() { 32 } else { 128 };
@@ -61,7 +61,7 @@ impl Range {
         let network = bits(subnet.addr) & mask;
         let last = network | !mask & (u128::MAX >> (128 - width));
         let subnet = IpPrefix { addr: addr(subnet.addr, network), len: subnet.len };
-        let inside = |key: &str| -> Result<Option<u128>, CniError> {
+        let inside = |key: &str| -> Result<Option<u128>, ConfigError> {
             let Some(text) = keys.string(key)? else { return Ok(None) };
             let ip: IpAddr = text
                 .parse()
@@ -94,7 +94,7 @@ struct Config {
     dir: PathBuf,
 }
 
-fn parse(request: &Request<'_>) -> Result<Config, CniError> {
+fn parse(request: &Request<'_>) -> Result<Config, ConfigError> {
     let keys = Keys::new(request.ipam, "ipam");
     let mut sets = Vec::new();
     match keys.value("ranges") {
@@ -127,7 +127,7 @@ fn parse(request: &Request<'_>) -> Result<Config, CniError> {
     if network.is_empty() || network.contains('/') || network.starts_with('.') {
         return Err(invalid("name", format!("{network:?} cannot name a store directory")));
     }
-    let data_dir = keys.string("dataDir")?.unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned());
+    let data_dir = keys.string("dataDir")?.unwrap_or_else(|| crate::paths::HOST_LOCAL_DIR.to_owned());
     Ok(Config { sets, dir: Path::new(&data_dir).join(network) })
 }
 
@@ -143,7 +143,7 @@ struct Store {
 }
 
 impl Store {
-    fn open(dir: &Path) -> Result<Self, CniError> {
+    fn open(dir: &Path) -> Result<Self, IpamError> {
         std::fs::create_dir_all(dir).map_err(|e| io_error(&format!("creating {}", dir.display()), e))?;
         let lock = dir.join(LOCK);
         let held = files::lock(&lock).map_err(|e| io_error(&format!("locking {}", lock.display()), e))?;
@@ -151,7 +151,7 @@ impl Store {
     }
 
     /// Every reservation: address and owner text.
-    fn reservations(&self) -> Result<Vec<(IpAddr, String)>, CniError> {
+    fn reservations(&self) -> Result<Vec<(IpAddr, String)>, IpamError> {
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| io_error(&format!("listing {}", self.dir.display()), e))?;
         let mut found = Vec::new();
@@ -167,7 +167,7 @@ impl Store {
     }
 
     /// Reserves `ip` for `owner`; false when it is taken.
-    fn reserve(&self, ip: IpAddr, owner: &str, set: usize) -> Result<bool, CniError> {
+    fn reserve(&self, ip: IpAddr, owner: &str, set: usize) -> Result<bool, IpamError> {
         use std::io::Write;
         let path = self.dir.join(ip.to_string());
         match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
@@ -188,7 +188,7 @@ impl Store {
         std::fs::read_to_string(self.dir.join(format!("{LAST_RESERVED}{set}"))).ok()?.trim().parse().ok()
     }
 
-    fn release(&self, ip: IpAddr) -> Result<(), CniError> {
+    fn release(&self, ip: IpAddr) -> Result<(), IpamError> {
         let path = self.dir.join(ip.to_string());
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -205,7 +205,7 @@ fn owned_by(text: &str, container_id: &str, ifname: &str) -> bool {
 }
 
 /// The next free address of range set `set`, round-robin from the last one handed out.
-fn next_free(store: &Store, ranges: &[Range], set: usize, owner: &str) -> Result<Option<IpAddr>, CniError> {
+fn next_free(store: &Store, ranges: &[Range], set: usize, owner: &str) -> Result<Option<IpAddr>, IpamError> {
     let v4 = ranges[0].subnet.is_ipv4();
     // Start after the last reservation when it is still in the set; else at the first range.
     let (mut range, mut cur) = store
@@ -240,57 +240,54 @@ fn next_free(store: &Store, ranges: &[Range], set: usize, owner: &str) -> Result
 }
 
 /// ADD: one address from every range set (the requested one where the pod asked for one).
-pub fn add(request: &Request<'_>) -> Result<CniResult, CniError> {
+pub fn add(request: &Request<'_>) -> Result<CniResult, Error> {
     let config = parse(request)?;
     let requested = request.requested_ips()?;
     for ip in &requested {
         if !config.sets.iter().flatten().any(|r| r.contains(bits(*ip), ip.is_ipv4())) {
-            return Err(CniError::new(
-                ErrorCode::InvalidNetworkConfig,
-                format!("host-local: requested address {ip} is in no configured range"),
-            ));
+            return Err(ConfigError::invalid(
+                "host-local",
+                format!("requested address {ip} is in no configured range"),
+            )
+            .into());
         }
     }
     let store = Store::open(&config.dir)?;
-    let me = owner(&request.invocation.container_id, request.ifname);
+    let me = owner(&request.invocation.container_id, request.ifname());
     let existing = store.reservations()?;
     let mut result = CniResult::default();
     let mut reserved: Vec<IpAddr> = Vec::new();
-    let outcome = (|| -> Result<(), CniError> {
+    let outcome = (|| -> Result<(), Error> {
         for (set, ranges) in config.sets.iter().enumerate() {
             let in_set = |ip: &IpAddr| ranges.iter().any(|r| r.contains(bits(*ip), ip.is_ipv4()));
             if let Some((ip, _)) = existing.iter().find(|(ip, text)| {
-                in_set(ip) && owned_by(text, &request.invocation.container_id, request.ifname)
+                in_set(ip) && owned_by(text, &request.invocation.container_id, request.ifname())
             }) {
-                return Err(CniError::new(
-                    ErrorCode::Plugin,
-                    format!(
-                        "host-local: {ip} is already allocated to {} {}: a duplicate allocation is not allowed",
-                        request.invocation.container_id, request.ifname
-                    ),
-                ));
+                return Err(IpamError::Unavailable(format!(
+                    "host-local: {ip} is already allocated to {} {}: a duplicate allocation is not allowed",
+                    request.invocation.container_id,
+                    request.ifname()
+                ))
+                .into());
             }
             let ip = match requested.iter().find(|ip| in_set(ip)) {
                 Some(ip) => {
                     if !store.reserve(*ip, &me, set)? {
-                        return Err(CniError::new(
-                            ErrorCode::Plugin,
-                            format!("host-local: requested address {ip} is not available in range set {set}"),
-                        ));
+                        return Err(IpamError::Unavailable(format!(
+                            "host-local: requested address {ip} is not available in range set {set}"
+                        ))
+                        .into());
                     }
                     *ip
                 }
                 None => next_free(&store, ranges, set, &me)?.ok_or_else(|| {
                     let first = &ranges[0];
                     let last = &ranges[ranges.len() - 1];
-                    CniError::new(
-                        ErrorCode::TryAgainLater,
-                        format!(
-                            "host-local: no address available in range set {}-{}",
-                            addr(first.subnet.addr, first.start),
-                            addr(last.subnet.addr, last.end)
-                        ),
-                    )
+                    IpamError::Exhausted(format!(
+                        "host-local: no address available in range set {}-{}",
+                        addr(first.subnet.addr, first.start),
+                        addr(last.subnet.addr, last.end)
+                    ))
                 })?,
             };
             reserved.push(ip);
@@ -318,14 +315,14 @@ pub fn add(request: &Request<'_>) -> Result<CniResult, CniError> {
 }
 
 /// DEL: releases every address of the container's interface; nothing reserved is fine.
-pub fn del(request: &Request<'_>) -> Result<(), CniError> {
+pub fn del(request: &Request<'_>) -> Result<(), Error> {
     let config = parse(request)?;
     if !config.dir.exists() {
         return Ok(());
     }
     let store = Store::open(&config.dir)?;
     for (ip, text) in store.reservations()? {
-        if owned_by(&text, &request.invocation.container_id, request.ifname) {
+        if owned_by(&text, &request.invocation.container_id, request.ifname()) {
             store.release(ip)?;
         }
     }
@@ -333,31 +330,30 @@ pub fn del(request: &Request<'_>) -> Result<(), CniError> {
 }
 
 /// CHECK: the container's interface still holds an address in every range set.
-pub fn check(request: &Request<'_>) -> Result<(), CniError> {
+pub fn check(request: &Request<'_>) -> Result<(), Error> {
     let config = parse(request)?;
     let store = Store::open(&config.dir)?;
     let mine: Vec<IpAddr> = store
         .reservations()?
         .into_iter()
-        .filter(|(_, text)| owned_by(text, &request.invocation.container_id, request.ifname))
+        .filter(|(_, text)| owned_by(text, &request.invocation.container_id, request.ifname()))
         .map(|(ip, _)| ip)
         .collect();
     for (set, ranges) in config.sets.iter().enumerate() {
         if !mine.iter().any(|ip| ranges.iter().any(|r| r.contains(bits(*ip), ip.is_ipv4()))) {
-            return Err(CniError::new(
-                ErrorCode::Plugin,
-                format!(
-                    "host-local: {} {} holds no address in range set {set}",
-                    request.invocation.container_id, request.ifname
-                ),
-            ));
+            return Err(IpamError::Unavailable(format!(
+                "host-local: {} {} holds no address in range set {set}",
+                request.invocation.container_id,
+                request.ifname()
+            ))
+            .into());
         }
     }
     Ok(())
 }
 
 /// The DNS settings of a resolv.conf file, as the reference plugin reports them.
-fn read_resolv_conf(path: &Path) -> Result<Dns, CniError> {
+fn read_resolv_conf(path: &Path) -> Result<Dns, IpamError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| io_error(&format!("reading resolvConf {}", path.display()), e))?;
     let mut dns = Dns::default();

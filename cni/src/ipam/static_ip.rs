@@ -4,12 +4,12 @@
 use serde_json::Value;
 
 use super::{Request, invalid};
-use crate::multus::keys::Keys;
-use crate::spec::CniError;
+use crate::keys::Keys;
+use crate::spec::ConfigError;
 use crate::spec::result::{CniResult, Dns, IpConfig, IpPrefix};
 
 /// ADD: the configured addresses, as given.
-pub fn add(request: &Request<'_>) -> Result<CniResult, CniError> {
+pub fn add(request: &Request<'_>) -> Result<CniResult, ConfigError> {
     let keys = Keys::new(request.ipam, "ipam");
     let mut result = CniResult::default();
     match keys.value("addresses") {

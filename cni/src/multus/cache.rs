@@ -4,10 +4,52 @@
 
 use std::path::{Path, PathBuf};
 
+use plexus_hw::IfName;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::spec::{CniError, ErrorCode};
+use crate::spec::ErrorCode;
+
+/// A failure of the DEL cache.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The container ID cannot name a cache file.
+    #[error("invalid CNI_CONTAINERID {0:?}")]
+    InvalidContainerId(String),
+    /// Reading, writing or removing the cache failed.
+    #[error("{what} {path}: {error}")]
+    Io {
+        /// The operation.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// What the kernel said.
+        error: std::io::Error,
+    },
+    /// The cache file is not what Plexus writes.
+    #[error("cache {path} is corrupt: {error}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint.
+        error: serde_json::Error,
+    },
+}
+
+impl CacheError {
+    /// The spec's code for it.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidContainerId(_) => ErrorCode::InvalidEnvironment,
+            Self::Io { .. } => ErrorCode::Io,
+            Self::Corrupt { .. } => ErrorCode::Decode,
+        }
+    }
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CacheError + 'a {
+    move |error| CacheError::Io { what, path: path.to_owned(), error }
+}
 
 /// One attachment as cached.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,7 +57,7 @@ pub struct CachedAttachment {
     /// The network's name in network-status (`ns/nad`).
     pub name: String,
     /// The interface in the pod.
-    pub ifname: String,
+    pub ifname: IfName,
     /// True for the cluster network.
     pub cluster_network: bool,
     /// The config text, exactly as found.
@@ -39,7 +81,7 @@ pub struct CacheEntry {
     /// CNI_NETNS at ADD.
     pub netns: String,
     /// CNI_IFNAME at ADD.
-    pub ifname: String,
+    pub ifname: IfName,
     /// CNI_ARGS at ADD.
     pub cni_args: String,
     /// The attachments, in ADD order.
@@ -49,10 +91,6 @@ pub struct CacheEntry {
 /// The cache file of a container.
 pub fn path(cni_dir: &Path, container_id: &str) -> PathBuf {
     cni_dir.join(container_id)
-}
-
-fn io(what: String, e: std::io::Error) -> CniError {
-    CniError::new(ErrorCode::Io, what).with_details(e.to_string())
 }
 
 /// How hard a save tries to survive a crash.
@@ -70,44 +108,40 @@ pub enum Durability {
 
 /// Saves atomically: written to a temporary file, then renamed over the old one, so a reader
 /// sees the old entry or the new one, never half of either.
-pub fn save(cni_dir: &Path, entry: &CacheEntry, durability: Durability) -> Result<(), CniError> {
+pub fn save(cni_dir: &Path, entry: &CacheEntry, durability: Durability) -> Result<(), CacheError> {
     if entry.container_id.contains('/') || entry.container_id.starts_with('.') {
-        return Err(CniError::new(
-            ErrorCode::InvalidEnvironment,
-            format!("invalid CNI_CONTAINERID {:?}", entry.container_id),
-        ));
+        return Err(CacheError::InvalidContainerId(entry.container_id.clone()));
     }
-    std::fs::create_dir_all(cni_dir).map_err(|e| io(format!("creating {}", cni_dir.display()), e))?;
+    std::fs::create_dir_all(cni_dir).map_err(io("creating", cni_dir))?;
     let target = path(cni_dir, &entry.container_id);
-    let bytes = serde_json::to_vec(entry)
-        .map_err(|e| CniError::new(ErrorCode::Io, format!("encoding cache: {e}")))?;
+    // A cache entry is plain JSON values: it always encodes.
+    let bytes = serde_json::to_vec(entry).unwrap_or_default();
     crate::files::write_atomic(&target, &bytes, durability == Durability::Synced)
-        .map_err(|e| io(format!("writing {}", target.display()), e))
+        .map_err(io("writing", &target))
 }
 
 /// The entry of a container, `None` when there is none. An unreadable entry is an error: DEL
 /// must not report success while delegates were never asked to clean up.
-pub fn load(cni_dir: &Path, container_id: &str) -> Result<Option<CacheEntry>, CniError> {
+pub fn load(cni_dir: &Path, container_id: &str) -> Result<Option<CacheEntry>, CacheError> {
     let file = path(cni_dir, container_id);
     match std::fs::read(&file) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            CniError::new(ErrorCode::Decode, format!("cache {} is corrupt", file.display()))
-                .with_details(e.to_string())
-        }),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|error| CacheError::Corrupt { path: file, error }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io(format!("reading {}", file.display()), e)),
+        Err(e) => Err(io("reading", &file)(e)),
     }
 }
 
 /// Removes a container's entry; one already gone is fine.
-pub fn remove(cni_dir: &Path, container_id: &str) -> Result<(), CniError> {
-    match std::fs::remove_file(path(cni_dir, container_id)) {
+pub fn remove(cni_dir: &Path, container_id: &str) -> Result<(), CacheError> {
+    let file = path(cni_dir, container_id);
+    match std::fs::remove_file(&file) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io(format!("removing cache of {container_id}"), e)),
+        Err(e) => Err(io("removing", &file)(e)),
     }
 }
-
 /// The container IDs with an entry.
 pub fn list(cni_dir: &Path) -> Vec<String> {
     let mut ids: Vec<String> = std::fs::read_dir(cni_dir)

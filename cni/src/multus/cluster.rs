@@ -7,8 +7,45 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::CniError;
+use crate::spec::ErrorCode;
 use crate::spec::result::Dns;
+
+/// A failure to reach Kubernetes or to get an answer from it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The API server failed the request, or could not be reached (the spec's "try again
+    /// later").
+    #[error("{what}: {error}")]
+    Api {
+        /// The request (`reading pod ns/name`).
+        what: String,
+        /// What the client said.
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The client could not be set up (its runtime, its config).
+    #[error("{what}: {error}")]
+    Setup {
+        /// What was being set up.
+        what: String,
+        /// Why it failed.
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ClusterError {
+    /// An [`Api`](Self::Api) error.
+    pub fn api(what: impl Into<String>, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Api { what: what.into(), error: Box::new(error) }
+    }
+
+    /// The spec's code for it.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Api { .. } => ErrorCode::TryAgainLater,
+            Self::Setup { .. } => ErrorCode::Io,
+        }
+    }
+}
 
 /// The pod network-status annotation.
 pub const NETWORK_STATUS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/network-status";
@@ -114,30 +151,30 @@ pub struct NetworkStatus {
 /// Kubernetes, as the meta-plugin sees it.
 pub trait Cluster {
     /// The pod, `None` when it does not exist.
-    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, CniError>;
+    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, ClusterError>;
     /// The NAD, `None` when it does not exist.
-    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, CniError>;
+    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, ClusterError>;
     /// Writes the pod's network-status annotation; a pod that is gone is not an error.
-    fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), CniError>;
+    fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), ClusterError>;
     /// Sets annotations on the pod (merged with the others; the userspace delegate's
     /// `userspace/configuration-data`); a pod that is gone is not an error.
-    fn set_annotations(&self, pod: &Pod, annotations: &BTreeMap<String, String>) -> Result<(), CniError>;
+    fn set_annotations(&self, pod: &Pod, annotations: &BTreeMap<String, String>) -> Result<(), ClusterError>;
     /// Records an Event on the pod (`AddedInterface`, `NoNetworkFound`); best effort.
     fn event(&self, pod: &Pod, reason: &str, message: &str, warning: bool);
 }
 
 /// One cluster shared by several calls (the agent's watch caches, a test's client).
 impl<T: Cluster + ?Sized> Cluster for std::sync::Arc<T> {
-    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, CniError> {
+    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, ClusterError> {
         (**self).pod(namespace, name)
     }
-    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, CniError> {
+    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, ClusterError> {
         (**self).nad(namespace, name)
     }
-    fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), CniError> {
+    fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), ClusterError> {
         (**self).set_network_status(pod, status)
     }
-    fn set_annotations(&self, pod: &Pod, annotations: &BTreeMap<String, String>) -> Result<(), CniError> {
+    fn set_annotations(&self, pod: &Pod, annotations: &BTreeMap<String, String>) -> Result<(), ClusterError> {
         (**self).set_annotations(pod, annotations)
     }
     fn event(&self, pod: &Pod, reason: &str, message: &str, warning: bool) {

@@ -8,19 +8,9 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use super::keys::Keys;
-use crate::spec::{CniError, CniVersion, ErrorCode, NetworkConfig};
-
-/// Multus's defaults.
-pub const DEFAULT_CONF_DIR: &str = "/etc/cni/multus/net.d";
-/// See [`DEFAULT_CONF_DIR`].
-pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/multus";
-/// See [`DEFAULT_CONF_DIR`].
-pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
-/// See [`DEFAULT_CONF_DIR`].
-pub const DEFAULT_MULTUS_NAMESPACE: &str = "kube-system";
-/// Where the agent's socket is, for the `plexus` binary to forward calls to.
-pub const DEFAULT_DAEMON_SOCKET_DIR: &str = crate::forward::DEFAULT_SOCKET_DIR;
+use crate::keys::Keys;
+use crate::paths;
+use crate::spec::{CniVersion, ConfigError, NetworkConfig};
 
 /// The parsed meta-plugin config.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,25 +68,17 @@ fn split_list(text: &str) -> Vec<String> {
 
 impl MetaConfig {
     /// Parses the meta-plugin's stdin.
-    pub fn parse(bytes: &[u8]) -> Result<Self, CniError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-            CniError::new(ErrorCode::Decode, "plexus config: not valid JSON").with_details(e.to_string())
-        })?;
+    pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
+        const WHAT: &str = "plexus config";
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|error| ConfigError::Decode { what: WHAT.to_owned(), error })?;
         let Value::Object(map) = value else {
-            return Err(CniError::new(
-                ErrorCode::InvalidNetworkConfig,
-                "plexus config must be a JSON object",
-            ));
+            return Err(ConfigError::invalid(WHAT, "must be a JSON object"));
         };
-        let keys = Keys::new(&map, "plexus config");
+        let keys = Keys::new(&map, WHAT);
         let cni_version = match keys.string("cniVersion")? {
-            Some(v) => v.parse().map_err(|e: String| CniError::new(ErrorCode::IncompatibleVersion, e))?,
-            None => {
-                return Err(CniError::new(
-                    ErrorCode::InvalidNetworkConfig,
-                    "plexus config: cniVersion is missing",
-                ));
-            }
+            Some(v) => v.parse().map_err(|error| ConfigError::Version { what: WHAT.to_owned(), error })?,
+            None => return Err(ConfigError::invalid(WHAT, "cniVersion is missing")),
         };
         let mut delegates = Vec::new();
         let mut master_delegate = 0;
@@ -116,10 +98,7 @@ impl MetaConfig {
         }
         let cluster_network = keys.string("clusterNetwork")?.filter(|s| !s.is_empty());
         if cluster_network.is_none() && delegates.is_empty() {
-            return Err(CniError::new(
-                ErrorCode::InvalidNetworkConfig,
-                "plexus config: needs clusterNetwork or at least one of delegates",
-            ));
+            return Err(ConfigError::invalid(WHAT, "needs clusterNetwork or at least one of delegates"));
         }
         let global_namespaces = match keys.get("globalNamespaces") {
             None | Some((_, Value::Null)) => Vec::new(),
@@ -128,9 +107,9 @@ impl MetaConfig {
         };
         let log_level = keys.string("logLevel")?.unwrap_or_else(|| "panic".to_owned()).to_ascii_lowercase();
         if !["panic", "error", "verbose", "debug"].contains(&log_level.as_str()) {
-            return Err(CniError::new(
-                ErrorCode::InvalidNetworkConfig,
-                format!("plexus config: logLevel {log_level:?} must be panic, error, verbose or debug"),
+            return Err(ConfigError::invalid(
+                WHAT,
+                format!("logLevel {log_level:?} must be panic, error, verbose or debug"),
             ));
         }
         Ok(Self {
@@ -141,9 +120,9 @@ impl MetaConfig {
             cluster_network,
             default_networks: keys.strings("defaultNetworks")?.unwrap_or_default(),
             kubeconfig: keys.string("kubeconfig")?.filter(|s| !s.is_empty()).map(PathBuf::from),
-            conf_dir: PathBuf::from(keys.string("confDir")?.unwrap_or_else(|| DEFAULT_CONF_DIR.to_owned())),
-            cni_dir: PathBuf::from(keys.string("cniDir")?.unwrap_or_else(|| DEFAULT_CNI_DIR.to_owned())),
-            bin_dir: PathBuf::from(keys.string("binDir")?.unwrap_or_else(|| DEFAULT_BIN_DIR.to_owned())),
+            conf_dir: PathBuf::from(keys.string("confDir")?.unwrap_or_else(|| paths::CONF_DIR.to_owned())),
+            cni_dir: PathBuf::from(keys.string("cniDir")?.unwrap_or_else(|| paths::CNI_DIR.to_owned())),
+            bin_dir: PathBuf::from(keys.string("binDir")?.unwrap_or_else(|| paths::BIN_DIR.to_owned())),
             namespace_isolation: keys.bool("namespaceIsolation")?.unwrap_or(false),
             global_namespaces,
             system_namespaces: keys
@@ -151,7 +130,7 @@ impl MetaConfig {
                 .unwrap_or_else(|| vec!["kube-system".to_owned()]),
             multus_namespace: keys
                 .string("multusNamespace")?
-                .unwrap_or_else(|| DEFAULT_MULTUS_NAMESPACE.to_owned()),
+                .unwrap_or_else(|| paths::MULTUS_NAMESPACE.to_owned()),
             readiness_indicator_file: keys
                 .string("readinessindicatorfile")?
                 .filter(|s| !s.is_empty())
@@ -163,7 +142,7 @@ impl MetaConfig {
             capabilities: keys.object("capabilities")?,
             runtime_config: keys.object("runtimeConfig")?,
             daemon_socket_dir: PathBuf::from(
-                keys.string("daemonSocketDir")?.unwrap_or_else(|| DEFAULT_DAEMON_SOCKET_DIR.to_owned()),
+                keys.string("daemonSocketDir")?.unwrap_or_else(|| paths::SOCKET_DIR.to_owned()),
             ),
         })
     }
@@ -193,7 +172,7 @@ mod tests {
         assert_eq!(config.system_namespaces, ["kube-system"]);
         assert_eq!(config.delegates.len(), 1);
         assert_eq!(config.conf_dir, PathBuf::from("/tmp/conf"));
-        assert_eq!(config.cni_dir, PathBuf::from(DEFAULT_CNI_DIR));
+        assert_eq!(config.cni_dir, PathBuf::from(paths::CNI_DIR));
         assert!(config.namespace_isolation);
     }
 
@@ -221,7 +200,7 @@ mod tests {
         ];
         for (text, want) in cases {
             let err = MetaConfig::parse(text).unwrap_err();
-            assert!(err.msg.contains(want), "{err:?} should contain {want:?}");
+            assert!(err.to_string().contains(want), "{err} should contain {want:?}");
         }
     }
 }

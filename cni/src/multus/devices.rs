@@ -14,17 +14,44 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::cluster::Pod;
-use crate::spec::{CniError, ErrorCode};
+use crate::paths;
+use crate::spec::ErrorCode;
 
-/// Where device-info files live.
-pub const DEFAULT_DEVINFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
-/// The kubelet's device manager checkpoint.
-pub const DEFAULT_CHECKPOINT: &str = "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint";
+/// The pod's allocated devices could not be found out.
+#[derive(Debug, thiserror::Error)]
+pub enum DevicesError {
+    /// The kubelet checkpoint could not be read.
+    #[error("reading the kubelet checkpoint {path}: {error}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What the kernel said.
+        error: std::io::Error,
+    },
+    /// The kubelet checkpoint is not what the kubelet writes.
+    #[error("the kubelet checkpoint {path} is corrupt: {error}")]
+    Corrupt {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The parser's complaint.
+        error: serde_json::Error,
+    },
+}
+
+impl DevicesError {
+    /// The spec's code for it.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Checkpoint { .. } => ErrorCode::Io,
+            Self::Corrupt { .. } => ErrorCode::Decode,
+        }
+    }
+}
 
 /// The pod's allocated devices.
 pub trait Devices: Send + Sync {
     /// The IDs of the devices of `resource` allocated to `pod`'s containers, sorted.
-    fn allocated(&self, pod: &Pod, resource: &str) -> Result<Vec<String>, CniError>;
+    fn allocated(&self, pod: &Pod, resource: &str) -> Result<Vec<String>, DevicesError>;
 
     /// The device-info directory.
     fn devinfo_dir(&self) -> &Path;
@@ -94,13 +121,13 @@ pub struct Checkpoint {
 
 impl Default for Checkpoint {
     fn default() -> Self {
-        Self { path: DEFAULT_CHECKPOINT.into(), devinfo_dir: DEFAULT_DEVINFO_DIR.into() }
+        Self { path: paths::KUBELET_CHECKPOINT.into(), devinfo_dir: paths::DEVINFO_DIR.into() }
     }
 }
 
 /// The IDs of `resource` for pod `uid` in checkpoint text `text`, sorted.
-pub fn checkpoint_devices(text: &[u8], uid: &str, resource: &str) -> Result<Vec<String>, String> {
-    let value: Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+pub fn checkpoint_devices(text: &[u8], uid: &str, resource: &str) -> Result<Vec<String>, serde_json::Error> {
+    let value: Value = serde_json::from_slice(text)?;
     let entries = value["Data"]["PodDeviceEntries"].as_array().cloned().unwrap_or_default();
     let mut ids = Vec::new();
     for entry in entries.iter().filter(|e| e["PodUID"] == uid && e["ResourceName"] == resource) {
@@ -119,18 +146,11 @@ pub fn checkpoint_devices(text: &[u8], uid: &str, resource: &str) -> Result<Vec<
 }
 
 impl Devices for Checkpoint {
-    fn allocated(&self, pod: &Pod, resource: &str) -> Result<Vec<String>, CniError> {
-        let text = std::fs::read(&self.path).map_err(|e| {
-            CniError::new(ErrorCode::Io, format!("reading the kubelet checkpoint {}", self.path.display()))
-                .with_details(e.to_string())
-        })?;
-        checkpoint_devices(&text, &pod.uid, resource).map_err(|e| {
-            CniError::new(
-                ErrorCode::Decode,
-                format!("the kubelet checkpoint {} is corrupt", self.path.display()),
-            )
-            .with_details(e)
-        })
+    fn allocated(&self, pod: &Pod, resource: &str) -> Result<Vec<String>, DevicesError> {
+        let text = std::fs::read(&self.path)
+            .map_err(|error| DevicesError::Checkpoint { path: self.path.clone(), error })?;
+        checkpoint_devices(&text, &pod.uid, resource)
+            .map_err(|error| DevicesError::Corrupt { path: self.path.clone(), error })
     }
 
     fn devinfo_dir(&self) -> &Path {
@@ -160,7 +180,7 @@ mod tests {
 
     #[test]
     fn device_info_is_copied_for_the_cni_side_and_forgotten() {
-        let dir = plexus_hw::sim::ScratchDir::new("devinfo").unwrap();
+        let dir = plexus_sim::scratch("devinfo").unwrap();
         std::fs::create_dir_all(dir.path().join("dp")).unwrap();
         let info = r#"{"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:20:02.1"}}"#;
         std::fs::write(dir.path().join("dp/intel.com-sriov-0000:20:02.1-device.json"), info).unwrap();

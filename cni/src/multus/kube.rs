@@ -14,9 +14,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
 
-use super::cluster::{Cluster, NETWORK_STATUS_ANNOTATION, Nad, NetworkStatus, Pod, pod_from};
+use super::cluster::{Cluster, ClusterError, NETWORK_STATUS_ANNOTATION, Nad, NetworkStatus, Pod, pod_from};
 use super::config::MetaConfig;
-use crate::spec::{CniError, ErrorCode};
 
 /// The NetworkAttachmentDefinition resource (`k8s.cni.cncf.io/v1`).
 pub fn nad_resource() -> ApiResource {
@@ -29,8 +28,8 @@ pub fn nad_resource() -> ApiResource {
     }
 }
 
-fn api_error(what: String, e: impl std::fmt::Display) -> CniError {
-    CniError::new(ErrorCode::TryAgainLater, what).with_details(e.to_string())
+fn api_error(what: String, e: impl std::error::Error + Send + Sync + 'static) -> ClusterError {
+    ClusterError::api(what, e)
 }
 
 /// Where the client's futures run: a runtime of its own (the binary), or the agent's, from
@@ -64,7 +63,7 @@ impl std::fmt::Debug for KubeCluster {
 impl KubeCluster {
     /// Kubernetes for `config`: its `kubeconfig`, else the in-cluster service account when
     /// the process runs in a pod, else `None` (static networks only, as Multus without one).
-    pub fn from_config(config: &MetaConfig) -> Result<Option<Self>, CniError> {
+    pub fn from_config(config: &MetaConfig) -> Result<Option<Self>, ClusterError> {
         let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
         if config.kubeconfig.is_none() && !in_cluster {
             return Ok(None);
@@ -72,7 +71,7 @@ impl KubeCluster {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| CniError::new(ErrorCode::Io, "starting a runtime").with_details(e.to_string()))?;
+            .map_err(|e| ClusterError::Setup { what: "starting a runtime".into(), error: Box::new(e) })?;
         let client = runtime.block_on(async {
             let kube_config = match &config.kubeconfig {
                 Some(path) => from_kubeconfig(path).await?,
@@ -98,7 +97,7 @@ impl KubeCluster {
     }
 }
 
-async fn from_kubeconfig(path: &Path) -> Result<Config, CniError> {
+async fn from_kubeconfig(path: &Path) -> Result<Config, ClusterError> {
     let what = || format!("kubeconfig {}", path.display());
     let kubeconfig = Kubeconfig::read_from(path).map_err(|e| api_error(what(), e))?;
     Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -107,7 +106,7 @@ async fn from_kubeconfig(path: &Path) -> Result<Config, CniError> {
 }
 
 impl Cluster for KubeCluster {
-    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, CniError> {
+    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, ClusterError> {
         let api: Api<KubePod> = Api::namespaced(self.client.clone(), namespace);
         let pod = self
             .runtime
@@ -116,7 +115,7 @@ impl Cluster for KubeCluster {
         Ok(pod.map(|pod| Pod { namespace: namespace.to_owned(), name: name.to_owned(), ..pod_from(&pod) }))
     }
 
-    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, CniError> {
+    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, ClusterError> {
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &nad_resource());
         let nad = self
             .runtime
@@ -130,14 +129,13 @@ impl Cluster for KubeCluster {
         }))
     }
 
-    fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), CniError> {
+    fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), ClusterError> {
         let text = serde_json::to_string_pretty(status).unwrap_or_default();
         let annotations = BTreeMap::from([(NETWORK_STATUS_ANNOTATION.to_owned(), text)]);
         self.set_annotations(pod, &annotations)
-            .map_err(|e| e.context(format!("network-status of pod {}/{}", pod.namespace, pod.name)))
     }
 
-    fn set_annotations(&self, pod: &Pod, annotations: &BTreeMap<String, String>) -> Result<(), CniError> {
+    fn set_annotations(&self, pod: &Pod, annotations: &BTreeMap<String, String>) -> Result<(), ClusterError> {
         let api: Api<KubePod> = Api::namespaced(self.client.clone(), &pod.namespace);
         // Through pods/status, as Multus does: the status subresource is what CNI is granted.
         let patch = json!({ "metadata": { "annotations": annotations } });

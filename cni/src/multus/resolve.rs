@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::spec::{CniError, ErrorCode, NetworkConfig};
+use crate::spec::{ConfigError, NetworkConfig};
 
 /// A network config and where it came from (for errors and status).
 #[derive(Debug, Clone, PartialEq)]
@@ -13,10 +13,9 @@ pub struct Found {
     pub text: String,
 }
 
-fn read(path: &Path) -> Result<Found, CniError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        CniError::new(ErrorCode::Io, format!("reading {}", path.display())).with_details(e.to_string())
-    })?;
+fn read(path: &Path) -> Result<Found, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| ConfigError::Unreadable { path: path.to_owned(), error })?;
     let config = NetworkConfig::parse(text.as_bytes(), &path.display().to_string())?;
     Ok(Found { config, text })
 }
@@ -46,29 +45,23 @@ pub fn by_name_in_dir(dir: &Path, name: &str) -> Option<Found> {
 /// A cluster or default network given as `clusterNetwork` / `defaultNetworks` when it is not a
 /// NAD: a conf in `conf_dir` with that name, else a directory (its first conf file), else a
 /// conf file.
-pub fn static_network(reference: &str, conf_dir: &Path) -> Result<Found, CniError> {
+pub fn static_network(reference: &str, conf_dir: &Path) -> Result<Found, ConfigError> {
     if let Some(found) = by_name_in_dir(conf_dir, reference) {
         return Ok(found);
     }
     let path = Path::new(reference);
     if path.is_dir() {
         let first = conf_files(path).into_iter().next().ok_or_else(|| {
-            CniError::new(
-                ErrorCode::InvalidNetworkConfig,
-                format!("network {reference:?}: no conf file in the directory"),
-            )
+            ConfigError::invalid(format!("network {reference:?}"), "no conf file in the directory")
         })?;
         return read(&first);
     }
     if path.is_file() {
         return read(path);
     }
-    Err(CniError::new(
-        ErrorCode::InvalidNetworkConfig,
-        format!(
-            "network {reference:?}: no NAD, no conf named so in {}, and no such file or directory",
-            conf_dir.display()
-        ),
+    Err(ConfigError::invalid(
+        format!("network {reference:?}"),
+        format!("no NAD, no conf named so in {}, and no such file or directory", conf_dir.display()),
     ))
 }
 
@@ -78,13 +71,13 @@ pub fn nad_config(
     name: &str,
     spec_config: &str,
     conf_dir: &Path,
-) -> Result<Found, CniError> {
+) -> Result<Found, ConfigError> {
     let what = format!("NetworkAttachmentDefinition {namespace}/{name}");
     if spec_config.trim().is_empty() {
         return by_name_in_dir(conf_dir, name).ok_or_else(|| {
-            CniError::new(
-                ErrorCode::InvalidNetworkConfig,
-                format!("{what}: spec.config is empty and {} has no conf named {name:?}", conf_dir.display()),
+            ConfigError::invalid(
+                what,
+                format!("spec.config is empty and {} has no conf named {name:?}", conf_dir.display()),
             )
         });
     }

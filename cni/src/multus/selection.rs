@@ -6,9 +6,9 @@ use std::net::IpAddr;
 use plexus_hw::{IfName, MacAddr};
 use serde_json::{Map, Value};
 
-use super::keys::Keys;
+use crate::keys::Keys;
+use crate::spec::ConfigError;
 use crate::spec::result::IpPrefix;
-use crate::spec::{CniError, ErrorCode};
 
 /// The annotation with the secondary networks.
 pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
@@ -57,22 +57,20 @@ const KNOWN: [&str; 11] = [
     "deviceID",
 ];
 
-fn bad(annotation: &str, index: usize, element: &str, msg: impl std::fmt::Display) -> CniError {
-    CniError::new(ErrorCode::InvalidNetworkConfig, format!("{annotation}[{index}] ({element}): {msg}"))
+fn bad(annotation: &str, index: usize, element: &str, msg: impl std::fmt::Display) -> ConfigError {
+    ConfigError::invalid(format!("{annotation}[{index}] ({element})"), msg.to_string())
 }
 
 /// Parses `text` of `annotation`. An element with a bad name, interface, MAC or address is an
 /// error naming it.
-pub fn parse(annotation: &str, text: &str) -> Result<Vec<NetworkSelection>, CniError> {
+pub fn parse(annotation: &str, text: &str) -> Result<Vec<NetworkSelection>, ConfigError> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(Vec::new());
     }
     let elements = if text.starts_with('[') {
-        let items: Vec<Value> = serde_json::from_str(text).map_err(|e| {
-            CniError::new(ErrorCode::Decode, format!("{annotation}: not a valid JSON list"))
-                .with_details(e.to_string())
-        })?;
+        let items: Vec<Value> = serde_json::from_str(text)
+            .map_err(|error| ConfigError::Decode { what: annotation.to_owned(), error })?;
         items
             .iter()
             .enumerate()
@@ -92,7 +90,7 @@ pub fn parse(annotation: &str, text: &str) -> Result<Vec<NetworkSelection>, CniE
 }
 
 /// `ns/name@ifname`, each part but the name optional.
-fn from_short(annotation: &str, index: usize, item: &str) -> Result<NetworkSelection, CniError> {
+fn from_short(annotation: &str, index: usize, item: &str) -> Result<NetworkSelection, ConfigError> {
     if item.is_empty() {
         return Err(bad(annotation, index, item, "empty element"));
     }
@@ -107,14 +105,14 @@ fn from_short(annotation: &str, index: usize, item: &str) -> Result<NetworkSelec
     Ok(NetworkSelection { name, namespace, interface, ..Default::default() })
 }
 
-fn from_json(annotation: &str, index: usize, item: &Value) -> Result<NetworkSelection, CniError> {
+fn from_json(annotation: &str, index: usize, item: &Value) -> Result<NetworkSelection, ConfigError> {
     let Value::Object(map) = item else {
         return Err(bad(annotation, index, &item.to_string(), "must be an object"));
     };
     let what = format!("{annotation}[{index}]");
     let keys = Keys::new(map, &what);
     if let Some(key) = keys.unknown(&KNOWN).first() {
-        return Err(CniError::new(ErrorCode::InvalidNetworkConfig, format!("{what}: unknown key {key:?}")));
+        return Err(ConfigError::invalid(what.clone(), format!("unknown key {key:?}")));
     }
     let name = keys.string("name")?.ok_or_else(|| bad(annotation, index, &item.to_string(), "no name"))?;
     let default_route = match keys.value("default-route") {
@@ -164,7 +162,7 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns1123_label)
 }
 
-fn validate(annotation: &str, index: usize, e: &NetworkSelection) -> Result<(), CniError> {
+fn validate(annotation: &str, index: usize, e: &NetworkSelection) -> Result<(), ConfigError> {
     let element = match &e.namespace {
         Some(ns) => format!("{ns}/{}", e.name),
         None => e.name.clone(),
@@ -248,13 +246,14 @@ mod tests {
             (r#"[{"name": "x", "default-route": ["gw"]}]"#, "default-route: \"gw\""),
             (r#"[{"name": "x", "color": "red"}]"#, "unknown key \"color\""),
             (r#"[{"namespace": "x"}]"#, "no name"),
-            ("[{", "not a valid JSON list"),
+            ("[{", "not valid JSON"),
         ];
         for (text, want) in cases {
             let err = parse(NETWORKS_ANNOTATION, text).unwrap_err();
+            let msg = err.to_string();
             assert!(
-                err.msg.contains(want) && err.msg.starts_with(NETWORKS_ANNOTATION),
-                "{err:?} should contain {want:?}"
+                msg.contains(want) && msg.starts_with(NETWORKS_ANNOTATION),
+                "{msg} should contain {want:?}"
             );
         }
     }

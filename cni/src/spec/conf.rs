@@ -1,10 +1,69 @@
 //! Network configurations: a single conf or a conflist, kept as JSON so a delegate gets what
-//! was written (plus what the runtime adds), not what a struct of ours kept of it.
+//! was written (plus what the runtime adds), not what a struct of ours kept of it; and
+//! [`ConfigError`], what every reader of a config, an annotation or a result says when it
+//! cannot use one.
+
+use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use super::error::{CniError, ErrorCode};
-use super::version::CniVersion;
+use super::error::ErrorCode;
+use super::version::{CniVersion, UnsupportedVersion};
+
+/// A config (or annotation, or plugin result) that cannot be used; `what` names it (a file, a
+/// NAD, `sriov config`, an annotation).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not JSON.
+    #[error("{what}: not valid JSON: {error}")]
+    Decode {
+        /// What was read.
+        what: String,
+        /// The parser's complaint.
+        error: serde_json::Error,
+    },
+    /// A `cniVersion` Plexus does not speak.
+    #[error("{what}: {error}")]
+    Version {
+        /// What said it.
+        what: String,
+        /// The version.
+        error: UnsupportedVersion,
+    },
+    /// A key is missing or has a value that cannot be used.
+    #[error("{what}: {message}")]
+    Invalid {
+        /// The config.
+        what: String,
+        /// The key and what is wrong with it.
+        message: String,
+    },
+    /// The config file could not be read.
+    #[error("reading {path}: {error}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What the kernel said.
+        error: std::io::Error,
+    },
+}
+
+impl ConfigError {
+    /// An [`Invalid`](Self::Invalid) error.
+    pub fn invalid(what: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { what: what.into(), message: message.into() }
+    }
+
+    /// The spec's code for it.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Decode { .. } => ErrorCode::Decode,
+            Self::Version { .. } => ErrorCode::IncompatibleVersion,
+            Self::Invalid { .. } => ErrorCode::InvalidNetworkConfig,
+            Self::Unreadable { .. } => ErrorCode::Io,
+        }
+    }
+}
 
 /// A conf (`{"type": ...}`) or a conflist (`{"plugins": [...]}`).
 #[derive(Debug, Clone, PartialEq)]
@@ -15,45 +74,39 @@ pub enum NetworkConfig {
     List(Map<String, Value>),
 }
 
-fn invalid(msg: impl Into<String>) -> CniError {
-    CniError::new(ErrorCode::InvalidNetworkConfig, msg)
-}
-
 impl NetworkConfig {
     /// Parses config bytes; `what` names them in errors (a file, a NAD).
-    pub fn parse(bytes: &[u8], what: &str) -> Result<Self, CniError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-            CniError::new(ErrorCode::Decode, format!("{what}: not valid JSON")).with_details(e.to_string())
-        })?;
+    pub fn parse(bytes: &[u8], what: &str) -> Result<Self, ConfigError> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|error| ConfigError::Decode { what: what.to_owned(), error })?;
         Self::from_value(value, what)
     }
 
     /// Checks a parsed config.
-    pub fn from_value(value: Value, what: &str) -> Result<Self, CniError> {
+    pub fn from_value(value: Value, what: &str) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::invalid(what, message);
         let Value::Object(map) = value else {
-            return Err(invalid(format!("{what}: a network config must be a JSON object")));
+            return Err(invalid("a network config must be a JSON object".into()));
         };
         if let Some(version) = map.get("cniVersion") {
-            let text =
-                version.as_str().ok_or_else(|| invalid(format!("{what}: cniVersion must be a string")))?;
+            let text = version.as_str().ok_or_else(|| invalid("cniVersion must be a string".into()))?;
             text.parse::<CniVersion>()
-                .map_err(|e| CniError::new(ErrorCode::IncompatibleVersion, format!("{what}: {e}")))?;
+                .map_err(|error| ConfigError::Version { what: what.to_owned(), error })?;
         }
         if let Some(plugins) = map.get("plugins") {
-            let list =
-                plugins.as_array().ok_or_else(|| invalid(format!("{what}: plugins must be a list")))?;
+            let list = plugins.as_array().ok_or_else(|| invalid("plugins must be a list".into()))?;
             if list.is_empty() {
-                return Err(invalid(format!("{what}: plugins is empty")));
+                return Err(invalid("plugins is empty".into()));
             }
             for (i, plugin) in list.iter().enumerate() {
                 if plugin.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
-                    return Err(invalid(format!("{what}: plugins[{i}] has no type")));
+                    return Err(invalid(format!("plugins[{i}] has no type")));
                 }
             }
             Ok(Self::List(map))
         } else {
             if map.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
-                return Err(invalid(format!("{what}: no type")));
+                return Err(invalid("no type".into()));
             }
             Ok(Self::Conf(map))
         }
@@ -174,8 +227,9 @@ mod tests {
         ];
         for (bytes, code, text) in cases {
             let err = NetworkConfig::parse(bytes, "net.conf").unwrap_err();
-            assert_eq!(err.code, code, "{err:?}");
-            assert!(err.msg.contains(text) && err.msg.starts_with("net.conf"), "{err:?}");
+            assert_eq!(err.code() as u32, code, "{err:?}");
+            let msg = err.to_string();
+            assert!(msg.contains(text) && msg.starts_with("net.conf"), "{err:?}");
         }
     }
 }

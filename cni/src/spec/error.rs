@@ -1,4 +1,5 @@
-//! CNI errors: the spec's codes and its JSON error output.
+//! The spec's error codes and its JSON error, written once, at the edge (`entry`), from the
+//! typed errors inside (`crate::error`); and read back from a plugin binary's stdout.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,10 +30,15 @@ pub enum ErrorCode {
     Plugin = 100,
 }
 
-/// A CNI error, printed on stdout as the spec's JSON when a plugin fails.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{msg}{}", if details.is_empty() { String::new() } else { format!(": {details}") })]
-pub struct CniError {
+impl From<ErrorCode> for u32 {
+    fn from(code: ErrorCode) -> Self {
+        code as u32
+    }
+}
+
+/// The spec's error object, as a plugin prints it on stdout when it fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
     /// The code.
     pub code: u32,
     /// A short message.
@@ -42,25 +48,18 @@ pub struct CniError {
     pub details: String,
 }
 
-impl CniError {
-    /// An error with `code` and `msg`.
-    pub fn new(code: ErrorCode, msg: impl Into<String>) -> Self {
-        Self { code: code as u32, msg: msg.into(), details: String::new() }
+impl std::fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)?;
+        if !self.details.is_empty() {
+            write!(f, ": {}", self.details)?;
+        }
+        Ok(())
     }
+}
 
-    /// The same error with details.
-    pub fn with_details(mut self, details: impl Into<String>) -> Self {
-        self.details = details.into();
-        self
-    }
-
-    /// The error with `context` before its message (`network ns/x: ...`).
-    pub fn context(mut self, context: impl std::fmt::Display) -> Self {
-        self.msg = format!("{context}: {}", self.msg);
-        self
-    }
-
-    /// The spec's JSON for `cni_version`.
+impl ErrorReply {
+    /// The JSON for a caller of `cni_version`.
     pub fn to_json(&self, cni_version: &str) -> String {
         let mut value = serde_json::json!({ "cniVersion": cni_version, "code": self.code, "msg": self.msg });
         if !self.details.is_empty() {
@@ -76,13 +75,14 @@ mod tests {
 
     #[test]
     fn json_output_has_the_spec_fields() {
-        let err = CniError::new(ErrorCode::InvalidEnvironment, "CNI_COMMAND is not set").with_details("env");
+        let err = ErrorReply { code: 4, msg: "CNI_COMMAND is not set".into(), details: "env".into() };
         let json: serde_json::Value = serde_json::from_str(&err.to_json("1.0.0")).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"cniVersion": "1.0.0", "code": 4, "msg": "CNI_COMMAND is not set", "details": "env"})
         );
         assert_eq!(err.to_string(), "CNI_COMMAND is not set: env");
-        assert_eq!(err.clone().context("network a").msg, "network a: CNI_COMMAND is not set");
+        let read: ErrorReply = serde_json::from_str(r#"{"code": 7, "msg": "m"}"#).unwrap();
+        assert_eq!((read.code, read.details.as_str()), (7, ""));
     }
 }

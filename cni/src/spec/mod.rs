@@ -1,4 +1,5 @@
-//! The CNI specification's types: versions, errors, results, configs, the environment.
+//! The CNI specification's types: versions, the environment, configs, results, and the error
+//! codes and JSON error object.
 
 pub mod conf;
 pub mod env;
@@ -6,8 +7,8 @@ pub mod error;
 pub mod result;
 pub mod version;
 
-pub use conf::NetworkConfig;
-pub use env::{Command, Invocation};
-pub use error::{CniError, ErrorCode};
+pub use conf::{ConfigError, NetworkConfig};
+pub use env::{Call, Command, EnvError, Invocation, PodRef};
+pub use error::{ErrorCode, ErrorReply};
 pub use result::CniResult;
 pub use version::CniVersion;

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::error::{CniError, ErrorCode};
+use super::conf::ConfigError;
 use super::version::CniVersion;
 
 /// An address with its prefix length (`10.1.2.3/24`, `fd00::2/64`).
@@ -169,9 +169,10 @@ const NEW_ROUTE_KEYS: [&str; 5] = ["mtu", "advmss", "priority", "table", "scope"
 impl CniResult {
     /// Reads a result of any supported version (0.3.x and 0.4.0 IPs carry a `version`, which
     /// the address itself already says).
-    pub fn from_value(value: &Value) -> Result<Self, CniError> {
+    pub fn from_value(value: &Value) -> Result<Self, ConfigError> {
+        let what = || "result".to_owned();
         if let Some(version) = value.get("cniVersion").and_then(Value::as_str) {
-            version.parse::<CniVersion>().map_err(|e| CniError::new(ErrorCode::IncompatibleVersion, e))?;
+            version.parse::<CniVersion>().map_err(|error| ConfigError::Version { what: what(), error })?;
         }
         let mut value = value.clone();
         if let Some(ips) = value.get_mut("ips").and_then(Value::as_array_mut) {
@@ -179,8 +180,7 @@ impl CniResult {
                 ip.remove("version");
             }
         }
-        serde_json::from_value(value)
-            .map_err(|e| CniError::new(ErrorCode::Decode, "cannot decode result").with_details(e.to_string()))
+        serde_json::from_value(value).map_err(|error| ConfigError::Decode { what: what(), error })
     }
 
     /// The result as JSON of `version`.
@@ -258,9 +258,9 @@ mod tests {
     #[test]
     fn refuses_bad_results() {
         let err = CniResult::from_value(&json!({"cniVersion": "0.2.0", "ip4": {}})).unwrap_err();
-        assert_eq!(err.code, 1);
+        assert_eq!(err.code() as u32, 1);
         let err = CniResult::from_value(&json!({"ips": [{"address": "10.0.0.1"}]})).unwrap_err();
-        assert_eq!(err.code, 6);
-        assert!(err.details.contains("not an address/prefix"), "{err:?}");
+        assert_eq!(err.code() as u32, 6);
+        assert!(err.to_string().contains("not an address/prefix"), "{err:?}");
     }
 }

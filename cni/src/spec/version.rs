@@ -19,14 +19,14 @@ pub enum CniVersion {
 }
 
 impl CniVersion {
-    /// A plugin config's `cniVersion`: 1.0.0 when it says none, an error when it says one we
-    /// do not speak.
-    pub fn of_config(config: &serde_json::Value) -> Result<Self, crate::spec::CniError> {
+    /// A plugin config's `cniVersion` (`what` names the config in errors): 1.0.0 when it says
+    /// none, an error when it says one we do not speak.
+    pub fn of_config(config: &serde_json::Value, what: &str) -> Result<Self, super::ConfigError> {
         match config.get("cniVersion").and_then(serde_json::Value::as_str) {
             None => Ok(Self::V1_0_0),
-            Some(text) => text
-                .parse()
-                .map_err(|e| crate::spec::CniError::new(crate::spec::ErrorCode::IncompatibleVersion, e)),
+            Some(text) => {
+                text.parse().map_err(|error| super::ConfigError::Version { what: what.to_owned(), error })
+            }
         }
     }
 
@@ -52,14 +52,20 @@ impl CniVersion {
     }
 }
 
+/// A `cniVersion` Plexus does not speak.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported CNI version {0:?} (supported: {list})", list = supported())]
+pub struct UnsupportedVersion(pub String);
+
+fn supported() -> String {
+    CniVersion::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+}
+
 impl FromStr for CniVersion {
-    type Err = String;
+    type Err = UnsupportedVersion;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| {
-            let all: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
-            format!("unsupported CNI version {s:?} (supported: {})", all.join(", "))
-        })
+        Self::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| UnsupportedVersion(s.to_owned()))
     }
 }
 

@@ -8,9 +8,9 @@ use plexus_hw::vf::{VfChange, VfLinkMode, VlanProto};
 use plexus_hw::{MacAddr, PciAddress};
 use serde_json::{Map, Value};
 
-use crate::multus::keys::Keys;
+use crate::keys::Keys;
+use crate::spec::ConfigError;
 use crate::spec::result::IpPrefix;
-use crate::spec::{CniError, ErrorCode};
 
 /// An `"type": "sriov"` network config.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,11 +32,11 @@ pub struct SriovConfig {
     pub data_dir: Option<std::path::PathBuf>,
 }
 
-fn invalid(key: &str, message: impl std::fmt::Display) -> CniError {
-    CniError::new(ErrorCode::InvalidNetworkConfig, format!("sriov config: {key}: {message}"))
+fn invalid(key: &str, message: impl std::fmt::Display) -> ConfigError {
+    ConfigError::invalid("sriov config", format!("{key}: {message}"))
 }
 
-fn number(keys: &Keys<'_>, key: &str, max: u64) -> Result<Option<u64>, CniError> {
+fn number(keys: &Keys<'_>, key: &str, max: u64) -> Result<Option<u64>, ConfigError> {
     match keys.value(key) {
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_u64() {
@@ -47,7 +47,7 @@ fn number(keys: &Keys<'_>, key: &str, max: u64) -> Result<Option<u64>, CniError>
     }
 }
 
-fn on_off(keys: &Keys<'_>, key: &str) -> Result<Option<bool>, CniError> {
+fn on_off(keys: &Keys<'_>, key: &str) -> Result<Option<bool>, ConfigError> {
     match keys.string(key)?.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None => Ok(None),
         Some("on") => Ok(Some(true)),
@@ -58,9 +58,9 @@ fn on_off(keys: &Keys<'_>, key: &str) -> Result<Option<bool>, CniError> {
 
 impl SriovConfig {
     /// Reads the plugin config a delegate gets.
-    pub fn parse(config: &Value) -> Result<Self, CniError> {
+    pub fn parse(config: &Value) -> Result<Self, ConfigError> {
         let Value::Object(map) = config else {
-            return Err(CniError::new(ErrorCode::InvalidNetworkConfig, "sriov config must be a JSON object"));
+            return Err(ConfigError::invalid("sriov config", "must be a JSON object"));
         };
         let keys = Keys::new(map, "sriov config");
         let runtime = keys.object("runtimeConfig")?;
@@ -115,7 +115,7 @@ impl SriovConfig {
         let rate =
             (min.is_some() || max.is_some()).then(|| (min.unwrap_or(0) as u32, max.unwrap_or(0) as u32));
 
-        let mac_of = |k: &Keys<'_>, key: &str| -> Result<Option<MacAddr>, CniError> {
+        let mac_of = |k: &Keys<'_>, key: &str| -> Result<Option<MacAddr>, ConfigError> {
             k.string(key)?.map(|m| m.parse::<MacAddr>().map_err(|e| invalid(key, e))).transpose()
         };
         let admin_mac = mac_of(&keys, "mac")?;
@@ -231,8 +231,8 @@ mod tests {
                 }
             }
             let err = SriovConfig::parse(&config).unwrap_err();
-            assert_eq!(err.code, 7);
-            assert!(err.msg.contains(want), "{:?} should contain {want:?}", err.msg);
+            assert_eq!(err.code() as u32, 7);
+            assert!(err.to_string().contains(want), "{err} should contain {want:?}");
         }
     }
 }

@@ -12,11 +12,8 @@ use plexus_hw::vf::VfState;
 use plexus_hw::{IfName, MacAddr, PciAddress, VfIndex};
 use serde::{Deserialize, Serialize};
 
+use super::SriovError;
 use crate::files;
-use crate::spec::{CniError, ErrorCode};
-
-/// Where records live when the config does not say (`dataDir`).
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/plexus/sriov";
 
 /// The VF netdev as it was in the host before the attachment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +37,7 @@ pub struct Record {
     /// The pod's namespace.
     pub netns: String,
     /// The interface name in the pod.
-    pub ifname: String,
+    pub ifname: IfName,
     /// The VF.
     pub vf: PciAddress,
     /// Its PF's netdev.
@@ -65,8 +62,8 @@ pub struct Records {
     dir: PathBuf,
 }
 
-fn io(what: String, e: std::io::Error) -> CniError {
-    CniError::new(ErrorCode::Io, what).with_details(e.to_string())
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SriovError + 'a {
+    move |error| SriovError::Record { what, path: path.to_owned(), error }
 }
 
 impl Records {
@@ -85,52 +82,51 @@ impl Records {
     }
 
     /// Holds VF `vf`'s lock until the guard is dropped.
-    pub fn lock(&self, vf: PciAddress) -> Result<files::Locked, CniError> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| io(format!("creating {}", self.dir.display()), e))?;
+    pub fn lock(&self, vf: PciAddress) -> Result<files::Locked, SriovError> {
+        std::fs::create_dir_all(&self.dir).map_err(io("creating", &self.dir))?;
         let path = self.dir.join(format!("{vf}.lock"));
-        files::lock(&path).map_err(|e| io(format!("locking {}", path.display()), e))
+        files::lock(&path).map_err(io("locking", &path))
     }
 
     /// VF `vf`'s record, `None` when it is not attached.
-    pub fn load(&self, vf: PciAddress) -> Result<Option<Record>, CniError> {
+    pub fn load(&self, vf: PciAddress) -> Result<Option<Record>, SriovError> {
         let path = self.path(vf);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                CniError::new(ErrorCode::Decode, format!("sriov record {} is corrupt", path.display()))
-                    .with_details(e.to_string())
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|error| SriovError::CorruptRecord { path, error }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(format!("reading {}", path.display()), e)),
+            Err(e) => Err(io("reading", &path)(e)),
         }
     }
 
     /// Saves a record durably.
-    pub fn save(&self, record: &Record) -> Result<(), CniError> {
+    pub fn save(&self, record: &Record) -> Result<(), SriovError> {
         let path = self.path(record.vf);
-        let bytes = serde_json::to_vec_pretty(record)
-            .map_err(|e| CniError::new(ErrorCode::Io, format!("encoding {}: {e}", path.display())))?;
-        files::write_atomic(&path, &bytes, true).map_err(|e| io(format!("writing {}", path.display()), e))
+        // A record is plain data: it always encodes.
+        let bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
+        files::write_atomic(&path, &bytes, true).map_err(io("writing", &path))
     }
 
     /// Removes VF `vf`'s record; one already gone is fine.
-    pub fn remove(&self, vf: PciAddress) -> Result<(), CniError> {
+    pub fn remove(&self, vf: PciAddress) -> Result<(), SriovError> {
         let path = self.path(vf);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(format!("removing {}", path.display()), e)),
+            Err(e) => Err(io("removing", &path)(e)),
         }
     }
 
     /// The VF attached for a container's interface, found by scanning the records: for a
     /// DEL whose config lost its `deviceID`.
-    pub fn find(&self, container_id: &str, ifname: &str) -> Option<PciAddress> {
+    pub fn find(&self, container_id: &str, ifname: &IfName) -> Option<PciAddress> {
         let entries = std::fs::read_dir(&self.dir).ok()?;
         entries.flatten().find_map(|entry| {
             let name = entry.file_name();
             let vf = name.to_str()?.strip_suffix(".json")?.parse::<PciAddress>().ok()?;
             let record = self.load(vf).ok()??;
-            (record.container_id == container_id && record.ifname == ifname).then_some(vf)
+            (record.container_id == container_id && record.ifname == *ifname).then_some(vf)
         })
     }
 }

@@ -7,15 +7,9 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use crate::multus::keys::Keys;
-use crate::spec::{CniError, ErrorCode};
-
-/// Where the userspace plugin puts sockets when the pod shares no directory.
-pub const DEFAULT_SHARED_DIR: &str = "/var/lib/cni/usrspcni";
-/// ovsdb-server's socket on a Debian or Red Hat node.
-pub const DEFAULT_OVSDB_SOCKET: &str = "/var/run/openvswitch/db.sock";
-/// Where ovs-vswitchd creates the sockets of `dpdkvhostuser` (server mode) ports.
-pub const DEFAULT_OVS_RUN_DIR: &str = "/var/run/openvswitch";
+use crate::keys::Keys;
+use crate::paths;
+use crate::spec::ConfigError;
 
 /// Which side of the vhost-user socket OVS is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,12 +69,12 @@ pub struct UserspaceConfig {
     pub ovs_run_dir: Option<PathBuf>,
 }
 
-fn invalid(key: &str, why: impl std::fmt::Display) -> CniError {
-    CniError::new(ErrorCode::InvalidNetworkConfig, format!("userspace config: {key}: {why}"))
+fn invalid(key: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError::invalid("userspace config", format!("{key}: {why}"))
 }
 
 /// Checks `engine` and `iftype` of the `host` or `container` object `side`.
-fn check_side(side: &str, object: &Map<String, Value>) -> Result<(), CniError> {
+fn check_side(side: &str, object: &Map<String, Value>) -> Result<(), ConfigError> {
     let keys = Keys::new(object, "userspace config");
     match keys.string("engine")?.as_deref() {
         Some("ovs-dpdk") | None => {}
@@ -105,12 +99,9 @@ fn check_side(side: &str, object: &Map<String, Value>) -> Result<(), CniError> {
 
 impl UserspaceConfig {
     /// Reads the plugin config a delegate gets.
-    pub fn parse(config: &Value) -> Result<Self, CniError> {
+    pub fn parse(config: &Value) -> Result<Self, ConfigError> {
         let Value::Object(map) = config else {
-            return Err(CniError::new(
-                ErrorCode::InvalidNetworkConfig,
-                "userspace config must be a JSON object",
-            ));
+            return Err(ConfigError::invalid("userspace config", "must be a JSON object"));
         };
         let keys = Keys::new(map, "userspace config");
         let name = keys.string("name")?.unwrap_or_default();
@@ -164,7 +155,7 @@ impl UserspaceConfig {
             vlan,
             net_type,
             shared_dir: PathBuf::from(
-                keys.string("sharedDir")?.unwrap_or_else(|| DEFAULT_SHARED_DIR.to_owned()),
+                keys.string("sharedDir")?.unwrap_or_else(|| paths::SHARED_DIR.to_owned()),
             ),
             container,
             raw: config.clone(),
@@ -199,7 +190,7 @@ mod tests {
 
         let minimal = UserspaceConfig::parse(&json!({"name": "n", "host": {"engine": "ovs-dpdk"}})).unwrap();
         assert_eq!((minimal.mode, minimal.bridge.as_str(), minimal.vlan), (VhostMode::Client, "br0", None));
-        assert_eq!(minimal.shared_dir, PathBuf::from(DEFAULT_SHARED_DIR));
+        assert_eq!(minimal.shared_dir, PathBuf::from(paths::SHARED_DIR));
     }
 
     #[test]

@@ -5,18 +5,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::process::Command as Process;
 use std::sync::Mutex;
 
 use plexus_cni::delegate::Registry;
 use plexus_cni::entry::{self, Context, Outcome};
-use plexus_cni::multus::cluster::{Cluster, Nad, NetworkStatus, Pod};
+use plexus_cni::multus::cluster::{Cluster, ClusterError, Nad, NetworkStatus, Pod};
 use plexus_cni::multus::config::MetaConfig;
-use plexus_cni::routes::NetlinkRoutes;
-use plexus_cni::spec::CniError;
 use plexus_hw::netns::Netns;
-use plexus_hw::sim::ScratchDir;
+use plexus_hw::{Node as HwNode, SysfsRoot};
+use plexus_sim::TempDir;
 use serde_json::{Value, json};
+
+/// Kubernetes shared by the calls of a test.
+pub type SharedCluster = std::sync::Arc<dyn Cluster + Send + Sync>;
 
 /// Where Debian's containernetworking-plugins are.
 pub const PLUGINS: &str = "/usr/lib/cni";
@@ -24,12 +25,15 @@ pub const PLUGINS: &str = "/usr/lib/cni";
 pub struct Node {
     pub host: Netns,
     pub pod: Netns,
-    pub dir: ScratchDir,
+    pub dir: TempDir,
     pub cluster: FakeCluster,
     /// Delegates called in-process (none unless a test registers some).
     pub registry: Registry,
     /// The pod's allocated devices, when a test gives them.
     pub devices: Option<Box<dyn plexus_cni::multus::devices::Devices>>,
+    /// The node the in-process delegates work on (a simulated one); the real one by default,
+    /// with this test's host namespace as its host.
+    pub hw_node: Option<HwNode>,
 }
 
 impl Node {
@@ -37,10 +41,11 @@ impl Node {
         let node = Self {
             host: Netns::create_unique(&format!("plexus-{tag}-h")).unwrap(),
             pod: Netns::create_unique(&format!("plexus-{tag}-p")).unwrap(),
-            dir: ScratchDir::new(tag).unwrap(),
+            dir: plexus_sim::scratch(tag).unwrap(),
             cluster: FakeCluster::default(),
             registry: Registry::default(),
             devices: None,
+            hw_node: None,
         };
         std::fs::create_dir_all(node.conf_dir()).unwrap();
         node.ip_host(&["link", "set", "lo", "up"]);
@@ -99,17 +104,29 @@ impl Node {
     }
 
     /// Runs one call in-process, on a thread inside the host namespace (so the plugin
-    /// binaries it starts are there too), with the fake cluster when `with_cluster`.
+    /// binaries it starts are there too, and the call's kernel session has it as its host),
+    /// with the fake cluster when `with_cluster`.
     pub fn call(&self, env: &HashMap<String, String>, stdin: &[u8], with_cluster: bool) -> Outcome {
-        let cluster = &self.cluster;
+        let cluster = with_cluster.then(|| std::sync::Arc::new(self.cluster.clone()) as SharedCluster);
+        self.call_with(env, stdin, cluster)
+    }
+
+    /// [`Self::call`] with `cluster` as Kubernetes.
+    pub fn call_with(
+        &self,
+        env: &HashMap<String, String>,
+        stdin: &[u8],
+        cluster: Option<SharedCluster>,
+    ) -> Outcome {
         self.host
             .run(|| {
-                let make = |_: &MetaConfig| -> Result<Option<Box<dyn Cluster>>, CniError> {
-                    Ok(with_cluster.then(|| Box::new(cluster.clone()) as Box<dyn Cluster>))
+                let make = |_: &MetaConfig| -> Result<Option<Box<dyn Cluster>>, ClusterError> {
+                    Ok(cluster.clone().map(|c| Box::new(c) as Box<dyn Cluster>))
                 };
+                let node = self.hw_node.clone().unwrap_or_else(|| HwNode::real(SysfsRoot::default()));
                 let context = Context {
                     registry: self.registry.clone(),
-                    routes: &NetlinkRoutes,
+                    node: &node,
                     cluster: &make,
                     devices: self.devices.as_deref(),
                 };
@@ -119,15 +136,11 @@ impl Node {
     }
 
     pub fn ip_json(&self, netns: &Netns, args: &[&str]) -> Value {
-        let out =
-            Process::new("ip").arg("-j").arg("-n").arg(netns.name().unwrap()).args(args).output().unwrap();
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+        plexus_sim::ip::json(netns.name(), args)
     }
 
     pub fn ip_host(&self, args: &[&str]) {
-        let out = Process::new("ip").arg("-n").arg(self.host.name().unwrap()).args(args).output().unwrap();
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        plexus_sim::ip::run(self.host.name(), args).unwrap();
     }
 
     /// Interface name -> IPv4 addresses with prefix, in the pod.
@@ -224,15 +237,15 @@ impl FakeCluster {
 }
 
 impl Cluster for FakeCluster {
-    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, CniError> {
+    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, ClusterError> {
         Ok(self.pods.lock().unwrap().iter().find(|p| p.namespace == namespace && p.name == name).cloned())
     }
 
-    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, CniError> {
+    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, ClusterError> {
         Ok(self.nads.lock().unwrap().iter().find(|n| n.namespace == namespace && n.name == name).cloned())
     }
 
-    fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), CniError> {
+    fn set_network_status(&self, pod: &Pod, status: &[NetworkStatus]) -> Result<(), ClusterError> {
         self.statuses.lock().unwrap().push((format!("{}/{}", pod.namespace, pod.name), status.to_vec()));
         Ok(())
     }
@@ -241,7 +254,7 @@ impl Cluster for FakeCluster {
         &self,
         pod: &Pod,
         annotations: &std::collections::BTreeMap<String, String>,
-    ) -> Result<(), CniError> {
+    ) -> Result<(), ClusterError> {
         let mut pods = self.pods.lock().unwrap();
         if let Some(found) = pods.iter_mut().find(|p| p.namespace == pod.namespace && p.name == pod.name) {
             found.annotations.extend(annotations.clone());

@@ -1,9 +1,9 @@
-//! A simulated SR-IOV node for tests, benches and the demo.
+//! A simulated SR-IOV node.
 //!
 //! [`SimNode::build`] writes a fake sysfs tree shaped like the kernel's: device directories
 //! under `devices/pci<domain>:<bus>/`, relative links to them from `bus/pci/devices/`, and the
 //! `driver`, `iommu_group`, `virtfnN` and `physfn` links discovery follows. Point a
-//! [`SysfsRoot`](crate::SysfsRoot) at [`SimNode::root`] and discovery runs unchanged.
+//! [`SysfsRoot`](plexus_hw::SysfsRoot) at [`SimNode::root`] and discovery runs unchanged.
 //!
 //! With [`SimNode::create_netdevs`] (root needed) the node also gets real links, in a network
 //! namespace of its own that plays the node's host namespace: every PF netdev is a bridge (the
@@ -11,8 +11,9 @@
 //! like a switchdev representor (`ens1f0r3`), is a port of that bridge. VFs can then be moved
 //! into pod namespaces and pass traffic to each other, as VFs of one PF do.
 //!
-//! What the simulator cannot fake is the PF side of VF settings (a veth answers VF netlink
-//! requests with EOPNOTSUPP); that seam belongs to the SR-IOV attachment.
+//! What the links cannot fake is the PF side of VF settings (a veth answers VF netlink
+//! requests with EOPNOTSUPP): [`crate::vfs::SimVfControl`] keeps it, and
+//! [`SimNode::hw_node`] is the node as Plexus's delegates reach it.
 
 use std::fs;
 use std::io;
@@ -21,11 +22,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::netlink::{Netlink, NetlinkError};
-use crate::netns::{Netns, NetnsError};
-use crate::numa::NumaNode;
-use crate::pci::PciAddress;
-use crate::types::{IfName, IommuGroup, MacAddr, OperState, VfIndex};
+use plexus_hw::netlink::{Netlink, NetlinkError};
+use plexus_hw::netns::{NETNS_RUN_DIR, Netns, NetnsError};
+use plexus_hw::vf::VfError;
+use plexus_hw::{IfName, IommuGroup, MacAddr, NumaNode, OperState, PciAddress, SysfsRoot, VfIndex};
+
+use crate::vfs::{SimVfControl, VfStore};
 
 /// The file in the simulated root that records what was built, so a later process can tear
 /// it down (`plexus-agent sim down`) and nothing else is ever removed by mistake.
@@ -69,6 +71,9 @@ pub enum SimError {
     /// A link could not be made.
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
+    /// The VF store could not be changed.
+    #[error(transparent)]
+    Vfs(#[from] VfError),
 }
 
 /// What to simulate.
@@ -205,7 +210,7 @@ fn remove_path(path: &Path) -> Result<(), SimError> {
     result.map_err(io_err(path))
 }
 
-fn name(text: String) -> Result<IfName, SimError> {
+pub(crate) fn name(text: String) -> Result<IfName, SimError> {
     text.parse().map_err(|e| SimError::Spec(format!("{e}")))
 }
 
@@ -270,6 +275,21 @@ impl SimNode {
         self.state.netns.as_deref()
     }
 
+    /// The path of [`netns_name`](Self::netns_name)'s namespace.
+    pub fn netns_path(&self) -> Option<PathBuf> {
+        self.netns_name().map(|name| Path::new(NETNS_RUN_DIR).join(name))
+    }
+
+    /// The node as Plexus's delegates reach it: this tree as sysfs, the node's namespace as the
+    /// host (when it has links), VF settings in the simulator's store.
+    pub fn hw_node(&self) -> plexus_hw::Node {
+        plexus_hw::Node::new(
+            SysfsRoot::new(&self.root),
+            self.netns_path(),
+            std::sync::Arc::new(SimVfControl::for_node(self)),
+        )
+    }
+
     /// The directory of a PCI device in the fake tree (the target of its `bus/pci/devices`
     /// link), for tests that change or break its files.
     pub fn device_dir(&self, address: PciAddress) -> PathBuf {
@@ -318,7 +338,7 @@ impl SimNode {
         let netdev = updated.netdev.clone();
         self.state.pfs[pf] = updated;
         self.save()?;
-        SimVfControl::new(&self.root).reset(&netdev).map_err(|e| SimError::Spec(e.to_string()))
+        Ok(VfStore::new(&self.root).reset(&netdev)?)
     }
 
     fn pf(&self, pf: usize) -> Result<&SimPf, SimError> {
@@ -367,7 +387,7 @@ impl SimNode {
 
     fn remove(&mut self) -> Result<(), SimError> {
         if let Some(name) = self.state.netns.take() {
-            Netns::delete_path(&Path::new(crate::netns::NETNS_RUN_DIR).join(name))?;
+            Netns::delete_path(&Path::new(NETNS_RUN_DIR).join(name))?;
         }
         match fs::remove_dir_all(&self.root) {
             Ok(()) => Ok(()),
@@ -482,7 +502,7 @@ impl Drop for SimNode {
 }
 
 /// The switch-side end of VF `vf` of PF `pf`, named as a switchdev representor (`ens1f0r3`).
-fn representor_name(pf: &str, vf: VfIndex) -> String {
+pub(crate) fn representor_name(pf: &str, vf: VfIndex) -> String {
     format!("{pf}r{vf}")
 }
 
@@ -527,224 +547,4 @@ fn layout(spec: &SimSpec) -> Result<Vec<SimPf>, SimError> {
         });
     }
     Ok(pfs)
-}
-
-/// The file in the simulated root holding each simulated PF's VF settings.
-pub const VF_STATE_FILE: &str = "plexus-sim-vfs.json";
-
-/// The PF side of VFs on the simulated node, where the "PFs" are bridges that cannot answer VF
-/// requests: each PF's VF settings are kept in a file under the node's root, so every process
-/// working on the node (the CNI binary, the agent, a test) sees the same state. A VF index the
-/// PF does not have and out-of-range values are refused as the kernel refuses them; a change
-/// of `sriov_numvfs` resets the VFs (the kernel makes them anew).
-#[derive(Debug, Clone)]
-pub struct SimVfControl {
-    root: PathBuf,
-    /// The node's namespace, when it has real links.
-    netns: Option<PathBuf>,
-}
-
-type VfStore = std::collections::BTreeMap<String, Vec<crate::vf::VfState>>;
-
-impl SimVfControl {
-    /// VF control for the simulated node at `root`.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), netns: None }
-    }
-
-    /// VF control for the simulated node at `root`, with its real links when it has them.
-    pub fn for_node(node: &SimNode) -> Self {
-        Self {
-            root: node.root.clone(),
-            netns: node.netns_name().map(|n| Path::new(crate::netns::NETNS_RUN_DIR).join(n)),
-        }
-    }
-
-    /// Finds VF `vf`'s veth through its representor, which never leaves the node's namespace:
-    /// the representor's peer is the VF netdev, here when the peer is in the same namespace.
-    /// A missing representor means the veth pair died with a pod namespace, where the kernel
-    /// would have handed a real VF netdev back to the host: the pair is made anew, the netdev
-    /// under the name the kernel falls back to (`dev<N>`; the kernel keeps the pod-side name
-    /// when the host has no link of that name, which the simulator cannot know).
-    async fn find_or_return_netdev(
-        &self,
-        netns: &Netns,
-        vf: &crate::discover::VfLocation,
-    ) -> Result<Option<IfName>, SimError> {
-        let Some(pf) = &vf.pf_netdev else {
-            return Ok(None);
-        };
-        // VFs bound to vfio-pci have no veth.
-        if vf.netdev.is_none() {
-            return Ok(None);
-        }
-        let nl = Netlink::connect(Some(netns)).await?;
-        let representor = name(representor_name(pf.as_str(), vf.index))?;
-        if let Some(rep) = nl.link(&representor).await? {
-            if rep.peer_netnsid.is_some() {
-                return Ok(None);
-            }
-            let Some(peer) = rep.peer else { return Ok(None) };
-            return nl.link_by_index(peer).await?.map(|l| name(l.name)).transpose();
-        }
-        let node = SimNode::load(&self.root)?;
-        let mac = node.state.pfs.iter().flat_map(|p| &p.vfs).find(|v| v.address == vf.address).map(|v| v.mac);
-        let names = nl.link_names().await?;
-        let returned = (0u32..)
-            .map(|n| format!("dev{n}"))
-            .find(|n| !names.contains(n))
-            .map(name)
-            .transpose()?
-            .ok_or_else(|| SimError::Spec("no free dev<N> name".into()))?;
-        nl.add_veth(&returned, &representor, mac).await?;
-        let bridge = nl.link_index(pf).await?;
-        let port = nl.link_index(&representor).await?;
-        nl.set_controller_up(port, bridge).await?;
-        Ok(Some(returned))
-    }
-
-    fn failed(what: &str, e: impl std::fmt::Display) -> crate::vf::VfError {
-        crate::vf::VfError::Failed { what: what.to_owned(), message: e.to_string() }
-    }
-
-    /// `sriov_numvfs` of the PF with netdev `pf`, through `class/net/<pf>/device`.
-    fn num_vfs(&self, pf: &IfName) -> Result<u32, crate::vf::VfError> {
-        let path = self.root.join("class/net").join(pf.as_str()).join("device/sriov_numvfs");
-        match fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse().map_err(|e| Self::failed(&path.display().to_string(), e)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(crate::vf::VfError::NoSuchPf(pf.to_string()))
-            }
-            Err(e) => Err(Self::failed(&path.display().to_string(), e)),
-        }
-    }
-
-    /// Runs `f` on the store under an exclusive lock; saves it when `f` says it changed.
-    fn with_store<T>(
-        &self,
-        f: impl FnOnce(&mut VfStore) -> Result<(T, bool), crate::vf::VfError>,
-    ) -> Result<T, crate::vf::VfError> {
-        let path = self.root.join(VF_STATE_FILE);
-        let lock_path = self.root.join(format!("{VF_STATE_FILE}.lock"));
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Self::failed(&lock_path.display().to_string(), e))?;
-        let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| Self::failed(&lock_path.display().to_string(), e))?;
-        let mut store: VfStore = match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|e| Self::failed(&path.display().to_string(), e))?
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => VfStore::new(),
-            Err(e) => return Err(Self::failed(&path.display().to_string(), e)),
-        };
-        let (value, changed) = f(&mut store)?;
-        if changed {
-            let tmp = self.root.join(format!("{VF_STATE_FILE}.tmp"));
-            let bytes =
-                serde_json::to_vec_pretty(&store).map_err(|e| Self::failed("encoding VF state", e))?;
-            fs::write(&tmp, bytes).map_err(|e| Self::failed(&tmp.display().to_string(), e))?;
-            fs::rename(&tmp, &path).map_err(|e| Self::failed(&path.display().to_string(), e))?;
-        }
-        Ok(value)
-    }
-
-    /// Forgets the VF settings of PF `pf` (its VFs were made anew).
-    pub fn reset(&self, pf: &IfName) -> Result<(), crate::vf::VfError> {
-        self.with_store(|store| Ok(((), store.remove(pf.as_str()).is_some())))
-    }
-}
-
-impl crate::vf::VfControl for SimVfControl {
-    fn netns(&self) -> Option<&Path> {
-        self.netns.as_deref()
-    }
-
-    fn host_netdev(
-        &self,
-        _sysfs: &crate::SysfsRoot,
-        vf: &crate::discover::VfLocation,
-    ) -> Result<Option<IfName>, crate::vf::VfError> {
-        let what = || format!("finding the netdev of VF {}", vf.address);
-        let Some(path) = &self.netns else {
-            // A node without real links: its VF netdevs are only names in the tree.
-            return Ok(vf.netdev.clone());
-        };
-        let netns = Netns::open(path).map_err(|e| Self::failed(&what(), e))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .map_err(|e| Self::failed(&what(), e))?;
-        runtime.block_on(self.find_or_return_netdev(&netns, vf)).map_err(|e| Self::failed(&what(), e))
-    }
-
-    fn vfs(&self, pf: &IfName) -> Result<Vec<crate::vf::VfState>, crate::vf::VfError> {
-        let count = self.num_vfs(pf)?;
-        self.with_store(|store| {
-            let known = store.get(pf.as_str());
-            let states = (0..count)
-                .map(|i| {
-                    known
-                        .and_then(|list| list.iter().find(|s| s.index == VfIndex(i)).cloned())
-                        .unwrap_or_else(|| crate::vf::VfState::pristine(VfIndex(i)))
-                })
-                .collect();
-            Ok((states, false))
-        })
-    }
-
-    fn set(&self, pf: &IfName, vf: VfIndex, change: &crate::vf::VfChange) -> Result<(), crate::vf::VfError> {
-        change.validate(pf.as_str(), vf)?;
-        if vf.0 >= self.num_vfs(pf)? {
-            return Err(crate::vf::VfError::NoSuchVf { pf: pf.to_string(), vf });
-        }
-        self.with_store(|store| {
-            let list = store.entry(pf.to_string()).or_default();
-            match list.iter_mut().find(|s| s.index == vf) {
-                Some(state) => *state = state.with(change),
-                None => list.push(crate::vf::VfState::pristine(vf).with(change)),
-            }
-            list.sort_by_key(|s| s.index);
-            Ok(((), true))
-        })
-    }
-}
-
-/// A temporary directory removed (with everything in it) when dropped; for tests, benches and
-/// the demo. Made with `mkdtemp`, so concurrent users never collide.
-///
-/// It lives under `$TMPDIR` when set, else in `/dev/shm`: sysfs is an in-memory filesystem and
-/// so is tmpfs, while a disk filesystem makes building a fake tree of a few thousand files
-/// take seconds instead of milliseconds (about 1 ms per file on this project's VM).
-#[derive(Debug)]
-pub struct ScratchDir {
-    path: PathBuf,
-}
-
-impl ScratchDir {
-    /// A new empty directory `<tmp>/plexus-<tag>-XXXXXX`.
-    pub fn new(tag: &str) -> io::Result<Self> {
-        let base = match std::env::var_os("TMPDIR") {
-            Some(dir) => PathBuf::from(dir),
-            None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
-            None => std::env::temp_dir(),
-        };
-        let template = base.join(format!("plexus-{tag}-XXXXXX"));
-        let path = nix::unistd::mkdtemp(&template)?;
-        Ok(Self { path })
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
 }

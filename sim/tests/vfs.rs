@@ -1,10 +1,10 @@
-//! The simulated node's VF control: the state the PF side would keep, shared through the
-//! node's root, refusing what the kernel refuses.
+//! The simulated node's VF store: the state the PF side would keep, shared through the node's
+//! root, refusing what the kernel refuses.
 #![allow(clippy::unwrap_used)]
 
-use plexus_hw::sim::{ScratchDir, SimNode, SimSpec, SimVfControl};
-use plexus_hw::vf::{VfChange, VfControl, VfError, VfLinkMode, VfState, VlanProto};
+use plexus_hw::vf::{VfChange, VfError, VfLinkMode, VfState, VlanProto};
 use plexus_hw::{IfName, VfIndex};
+use plexus_sim::{SimNode, SimSpec, VfStore};
 
 fn pf(name: &str) -> IfName {
     name.parse().unwrap()
@@ -12,13 +12,13 @@ fn pf(name: &str) -> IfName {
 
 #[test]
 fn vf_settings_persist_across_instances_and_reset_with_the_vf_count() {
-    let scratch = ScratchDir::new("sim-vfs").unwrap();
+    let scratch = plexus_sim::scratch("sim-vfs").unwrap();
     let mut node = SimNode::build(
         scratch.path().join("sys"),
         &SimSpec { pfs: 2, vfs_per_pf: 4, vfio_vfs_per_pf: 1, ..SimSpec::default() },
     )
     .unwrap();
-    let control = SimVfControl::new(node.root());
+    let control = VfStore::new(node.root());
     let states = control.vfs(&pf("ens1f0")).unwrap();
     assert_eq!(states.len(), 4);
     assert!(states.iter().enumerate().all(|(i, s)| *s == VfState::pristine(VfIndex(i as u32))));
@@ -33,7 +33,7 @@ fn vf_settings_persist_across_instances_and_reset_with_the_vf_count() {
     };
     control.set(&pf("ens1f0"), VfIndex(2), &change).unwrap();
     // Another process (a second instance) sees it; other VFs and PFs are untouched.
-    let other = SimVfControl::new(node.root());
+    let other = VfStore::new(node.root());
     let vf2 = other.vf(&pf("ens1f0"), VfIndex(2)).unwrap();
     assert_eq!(vf2, VfState::pristine(VfIndex(2)).with(&change));
     assert_eq!(other.vf(&pf("ens1f0"), VfIndex(1)).unwrap(), VfState::pristine(VfIndex(1)));
@@ -59,7 +59,7 @@ fn vf_settings_persist_across_instances_and_reset_with_the_vf_count() {
 
 #[test]
 fn concurrent_writers_lose_nothing() {
-    let scratch = ScratchDir::new("sim-vfs-lock").unwrap();
+    let scratch = plexus_sim::scratch("sim-vfs-lock").unwrap();
     let node = SimNode::build(
         scratch.path().join("sys"),
         &SimSpec { pfs: 1, vfs_per_pf: 16, vfio_vfs_per_pf: 0, ..SimSpec::default() },
@@ -74,11 +74,10 @@ fn concurrent_writers_lose_nothing() {
                     vlan: Some((u16::try_from(i).unwrap() + 10, 0, VlanProto::Dot1Q)),
                     ..Default::default()
                 };
-                SimVfControl::new(root).set(&pf("ens1f0"), VfIndex(i), &change).unwrap();
+                VfStore::new(root).set(&pf("ens1f0"), VfIndex(i), &change).unwrap();
             });
         }
     });
-    let vlans: Vec<u16> =
-        SimVfControl::new(&root).vfs(&pf("ens1f0")).unwrap().iter().map(|s| s.vlan).collect();
+    let vlans: Vec<u16> = VfStore::new(&root).vfs(&pf("ens1f0")).unwrap().iter().map(|s| s.vlan).collect();
     assert_eq!(vlans, (10..26).collect::<Vec<_>>());
 }

@@ -19,6 +19,8 @@ use rtnetlink::{LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use crate::netns::{Netns, NetnsError};
 use crate::types::{IfName, MacAddr};
 
+pub mod vf;
+
 /// An IP address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IpFamily {
@@ -149,14 +151,14 @@ impl NetlinkError {
     }
 }
 
-fn request(what: impl FnOnce() -> String) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+pub(crate) fn request(what: impl FnOnce() -> String) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
     move |source| NetlinkError::Request { what: what(), error: source }
 }
 
 /// A route-netlink connection bound to one network namespace.
 #[derive(Debug, Clone)]
 pub struct Netlink {
-    handle: rtnetlink::Handle,
+    pub(crate) handle: rtnetlink::Handle,
 }
 
 impl Netlink {
@@ -336,33 +338,6 @@ impl Netlink {
         self.handle.route().add(message).execute().await.map_err(request(what))
     }
 
-    /// The VFs PF link `pf` reports in its `IFLA_VFINFO_LIST`.
-    pub async fn vf_states(&self, pf: &IfName) -> Result<Vec<crate::vf::VfState>, NetlinkError> {
-        let index = self.link_index(pf).await?;
-        let mut get = self.handle.link().get().match_index(index);
-        *get.message_mut() = crate::vf::get_message(index);
-        let links: Vec<LinkMessage> =
-            get.execute().try_collect().await.map_err(request(|| format!("reading the VFs of {pf}")))?;
-        Ok(links.iter().flat_map(crate::vf::parse_states).collect())
-    }
-
-    /// Applies `change` to VF `vf` of PF link `pf`.
-    pub async fn set_vf(
-        &self,
-        pf: &IfName,
-        vf: crate::types::VfIndex,
-        change: &crate::vf::VfChange,
-    ) -> Result<(), NetlinkError> {
-        let index = self.link_index(pf).await?;
-        let message = crate::vf::set_message(index, vf, change);
-        self.handle
-            .link()
-            .set(message)
-            .execute()
-            .await
-            .map_err(request(|| format!("setting VF {vf} of {pf}")))
-    }
-
     /// The link named `name`, `None` when there is none.
     pub async fn link(&self, name: &IfName) -> Result<Option<LinkInfo>, NetlinkError> {
         let links = self.handle.link().get().match_name(name.to_string()).execute();
@@ -436,6 +411,7 @@ impl Netlink {
             .collect())
     }
 
+    /// Moves link `index` into `netns`, down, renamed to `name` when given, in one request.
     pub async fn move_to(
         &self,
         index: u32,
@@ -570,17 +546,6 @@ mod tests {
         ns.delete().unwrap();
     }
 
-    fn ip_json(ns: &Netns, args: &[&str]) -> serde_json::Value {
-        let out = std::process::Command::new("ip")
-            .arg("-j")
-            .arg("-n")
-            .arg(ns.name().unwrap())
-            .args(args)
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-    }
-
     #[tokio::test]
     async fn move_rename_configure_address_and_route_a_link_in_another_namespace() {
         let host = Netns::create_unique("plexus-nl-host").unwrap();
@@ -615,9 +580,9 @@ mod tests {
             .add_route("10.6.0.0".parse().unwrap(), 24, Some("10.5.0.1".parse().unwrap()), moved.index)
             .await
             .unwrap();
-        let addrs = ip_json(&pod, &["addr", "show", "net1"]);
+        let addrs = plexus_sim::ip::json(pod.name(), &["addr", "show", "net1"]);
         assert_eq!(addrs[0]["addr_info"][0]["local"], "10.5.0.2");
-        let routes = ip_json(&pod, &["route", "show", "10.6.0.0/24"]);
+        let routes = plexus_sim::ip::json(pod.name(), &["route", "show", "10.6.0.0/24"]);
         assert_eq!(
             (routes[0]["gateway"].as_str(), routes[0]["dev"].as_str()),
             (Some("10.5.0.1"), Some("net1"))

@@ -1,10 +1,12 @@
-//! JSON objects read as Go reads them: keys matched case-insensitively.
+//! JSON objects read as Go reads them: keys matched case-insensitively. Every config reader
+//! of the crate (the meta-plugin's, the selection annotation's, the delegates' and the IPAM's)
+//! reads through it, and says what is wrong as a [`ConfigError`] naming the config and the key.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::spec::{CniError, ErrorCode};
+use crate::spec::ConfigError;
 
 /// An object's keys by lower-case name; `what` names the object in errors.
 pub(crate) struct Keys<'a> {
@@ -25,11 +27,11 @@ impl<'a> Keys<'a> {
         self.keys.get(&key.to_ascii_lowercase())
     }
 
-    pub(crate) fn wrong(&self, key: &str, want: &str) -> CniError {
-        CniError::new(ErrorCode::InvalidNetworkConfig, format!("{}: {key} must be {want}", self.what))
+    pub(crate) fn wrong(&self, key: &str, want: &str) -> ConfigError {
+        ConfigError::invalid(self.what, format!("{key} must be {want}"))
     }
 
-    pub(crate) fn string(&self, key: &str) -> Result<Option<String>, CniError> {
+    pub(crate) fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
         match self.get(key) {
             None | Some((_, Value::Null)) => Ok(None),
             Some((_, Value::String(s))) => Ok(Some(s.clone())),
@@ -37,7 +39,7 @@ impl<'a> Keys<'a> {
         }
     }
 
-    pub(crate) fn bool(&self, key: &str) -> Result<Option<bool>, CniError> {
+    pub(crate) fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
         match self.get(key) {
             None | Some((_, Value::Null)) => Ok(None),
             Some((_, Value::Bool(b))) => Ok(Some(*b)),
@@ -45,7 +47,7 @@ impl<'a> Keys<'a> {
         }
     }
 
-    pub(crate) fn strings(&self, key: &str) -> Result<Option<Vec<String>>, CniError> {
+    pub(crate) fn strings(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
         match self.get(key) {
             None | Some((_, Value::Null)) => Ok(None),
             Some((name, Value::Array(items))) => items
@@ -57,7 +59,7 @@ impl<'a> Keys<'a> {
         }
     }
 
-    pub(crate) fn object(&self, key: &str) -> Result<Map<String, Value>, CniError> {
+    pub(crate) fn object(&self, key: &str) -> Result<Map<String, Value>, ConfigError> {
         match self.get(key) {
             None | Some((_, Value::Null)) => Ok(Map::new()),
             Some((_, Value::Object(map))) => Ok(map.clone()),

@@ -3,18 +3,16 @@
 //! destroy. Checked with iproute2, independently of our netlink code.
 #![allow(clippy::unwrap_used)] // helpers of a test binary: a failed unwrap fails the test
 
-use std::collections::HashMap;
-use std::process::Command;
-
-use plexus_hw::sim::{ScratchDir, SimNode, SimSpec};
 use plexus_hw::{SysfsRoot, discover};
+use plexus_sim::{SimNode, SimSpec};
+use std::collections::HashMap;
 
 /// `ip -j -n <ns> link show` as name -> (mac, master, operstate-up flag).
 fn links(netns: &str) -> HashMap<String, (String, Option<String>, bool)> {
-    let out = Command::new("ip").args(["-j", "-n", netns, "link", "show"]).output().unwrap();
-    assert!(out.status.success(), "ip -n {netns}: {}", String::from_utf8_lossy(&out.stderr));
-    let links: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let links = plexus_sim::ip::json(Some(netns), &["link", "show"]);
     links
+        .as_array()
+        .unwrap()
         .iter()
         .map(|l| {
             let name = l["ifname"].as_str().unwrap().to_owned();
@@ -28,7 +26,7 @@ fn links(netns: &str) -> HashMap<String, (String, Option<String>, bool)> {
 
 #[tokio::test]
 async fn real_links_stand_in_for_vf_netdevs_and_are_torn_down() {
-    let scratch = ScratchDir::new("sim-links").unwrap();
+    let scratch = plexus_sim::scratch("sim-links").unwrap();
     let spec = SimSpec { pfs: 2, numa_nodes: 2, vfs_per_pf: 3, vfio_vfs_per_pf: 1, cpus_per_node: 2 };
     let mut node = SimNode::build(scratch.path().join("sys"), &spec).unwrap();
     let netns = format!("plexus-simtest-{}", std::process::id());
@@ -61,8 +59,7 @@ async fn real_links_stand_in_for_vf_netdevs_and_are_torn_down() {
         }
     }
     // Nothing was made in the namespace the test runs in.
-    let here = Command::new("ip").args(["-j", "link", "show", "ens1f0v0"]).output().unwrap();
-    assert!(!here.status.success());
+    assert!(plexus_sim::ip::link(None, "ens1f0v0").is_none());
 
     node.destroy().unwrap();
     assert!(!std::path::Path::new("/run/netns").join(&netns).exists());
@@ -71,7 +68,7 @@ async fn real_links_stand_in_for_vf_netdevs_and_are_torn_down() {
 
 #[tokio::test]
 async fn dropping_a_node_removes_its_namespace() {
-    let scratch = ScratchDir::new("sim-drop").unwrap();
+    let scratch = plexus_sim::scratch("sim-drop").unwrap();
     let netns = format!("plexus-simdrop-{}", std::process::id());
     {
         let mut node = SimNode::build(

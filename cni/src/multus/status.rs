@@ -1,0 +1,77 @@
+//! What the pod is told after an ADD: the `k8s.v1.cni.cncf.io/network-status` annotation, one
+//! entry per attachment (its interface, addresses, MAC, MTU, DNS, default-route gateways and
+//! device-info), and an `AddedInterface` Event per attachment, as Multus writes them.
+
+use super::cache::CacheEntry;
+use super::cluster::{Cluster, NetworkStatus, Pod};
+use super::devices::{Devices, device_info_for_cni, written_device_info};
+use super::plan::Attachment;
+use crate::error::Error;
+use crate::spec::CniResult;
+
+/// The network-status of each attachment of `plan`, from the results in `entry`.
+pub fn statuses(
+    plan: &[Attachment],
+    entry: &CacheEntry,
+    devices: Option<&dyn Devices>,
+) -> Result<Vec<NetworkStatus>, Error> {
+    let mut statuses = Vec::new();
+    for (att, cached) in plan.iter().zip(&entry.attachments) {
+        let result = match &cached.result {
+            Some(value) => CniResult::from_value(value)?,
+            None => CniResult::default(),
+        };
+        let ours = |i: &&crate::spec::result::Interface| !i.sandbox.is_empty();
+        let index = result
+            .interfaces
+            .iter()
+            .position(|i| i.name == att.ifname.as_str() && ours(&i))
+            .or_else(|| result.interfaces.iter().position(|i| ours(&i)));
+        let interface = index.map(|i| &result.interfaces[i]);
+        let ips = result
+            .ips
+            .iter()
+            .filter(|ip| ip.interface.is_none() || ip.interface == index)
+            .map(|ip| ip.address.addr.to_string())
+            .collect();
+        let gateway =
+            att.default_route().map(|gws| gws.iter().map(ToString::to_string).collect()).unwrap_or_default();
+        let device_info = devices.and_then(|devices| match &att.device {
+            Some((resource, id)) => device_info_for_cni(
+                devices.devinfo_dir(),
+                resource,
+                id,
+                &entry.container_id,
+                att.ifname.as_str(),
+            ),
+            None => written_device_info(devices.devinfo_dir(), &entry.container_id, att.ifname.as_str()),
+        });
+        statuses.push(NetworkStatus {
+            name: att.name.clone(),
+            interface: Some(att.ifname.to_string()),
+            ips,
+            mac: interface.map(|i| i.mac.clone()).filter(|m| !m.is_empty()),
+            mtu: interface.and_then(|i| i.mtu),
+            default: att.cluster_network,
+            dns: result.dns.clone(),
+            gateway,
+            device_info,
+        });
+    }
+    Ok(statuses)
+}
+
+/// Writes `statuses` on `pod` and records an `AddedInterface` Event for each.
+pub fn report(cluster: &dyn Cluster, pod: &Pod, statuses: &[NetworkStatus]) -> Result<(), Error> {
+    crate::phases::timed("status", || cluster.set_network_status(pod, statuses))?;
+    for status in statuses {
+        let message = format!(
+            "Add {} [{}] from {}",
+            status.interface.as_deref().unwrap_or("?"),
+            status.ips.join(","),
+            status.name
+        );
+        cluster.event(pod, "AddedInterface", &message, false);
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! DEL, and the restore it shares with the undo of a failed ADD: the VF netdev back into the
+//! host under its old name with its MAC, MTU and state, then every PF-side setting, all from
+//! the record. Every step is tried and every failure reported.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use plexus_hw::discover::VfLocation;
+use plexus_hw::kernel::{Kernel, LinkSettings, Side};
+
+use super::config::SriovConfig;
+use super::record::{NetdevState, Record, Records};
+use super::{Phases, Sriov, SriovError};
+use crate::delegate::Request;
+use crate::error::{Error, ErrorList};
+use crate::ipam;
+
+/// How long a restore waits for the kernel to hand a VF netdev back to the host after the pod's
+/// namespace is gone (the kernel does it from a work queue, not at once).
+const RETURN_WAIT: Duration = Duration::from_secs(2);
+
+/// Where the VF's netdev may be, for a restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodSide {
+    /// In the call's pod namespace (the session's pod side), when that still exists.
+    Call,
+    /// Not in any pod the call can reach: its namespace is gone, and the kernel hands the
+    /// netdev back to the host.
+    Gone,
+}
+
+impl Sriov {
+    /// Puts the VF back as `record` says it was; keeps going past a failure and returns them
+    /// all.
+    pub(super) fn restore(
+        &self,
+        kernel: &dyn Kernel,
+        record: &Record,
+        location: &VfLocation,
+        pod: PodSide,
+    ) -> ErrorList {
+        let mut errors = ErrorList::new();
+        if let Some(prior) = &record.prior_netdev {
+            errors.keep(self.return_netdev(kernel, record, prior, location, pod));
+        }
+        let restored = self.node.vfs().set(kernel, &record.pf, record.index, &record.prior.as_change());
+        errors.keep(restored.map_err(SriovError::from));
+        errors
+    }
+
+    fn return_netdev(
+        &self,
+        kernel: &dyn Kernel,
+        record: &Record,
+        prior: &NetdevState,
+        location: &VfLocation,
+        pod: PodSide,
+    ) -> Result<(), SriovError> {
+        let in_pod = pod == PodSide::Call && kernel.has_pod();
+        if in_pod {
+            // Under the pod name; or under the host name when an ADD's move half failed.
+            for name in [&record.ifname, &prior.name] {
+                if let Some(link) = kernel.link(Side::Pod, name)? {
+                    if kernel.move_link(Side::Pod, link.index, Some(&prior.name)).is_err() {
+                        // The old name is taken in the host: move it as it is; renamed below.
+                        kernel.move_link(Side::Pod, link.index, None)?;
+                    }
+                    break;
+                }
+            }
+        }
+        let deadline = Instant::now() + RETURN_WAIT;
+        let name = loop {
+            // Where sysfs shows the netdev now (its name changed with the move).
+            let fresh = self.locate(record.vf)?.unwrap_or_else(|| location.clone());
+            if let Some(name) = self.node.vfs().host_netdev(kernel, &fresh)? {
+                break name;
+            }
+            if in_pod || Instant::now() >= deadline {
+                return Err(SriovError::Lost {
+                    vf: record.vf,
+                    netns: record.netns.clone(),
+                    ifname: record.ifname.clone(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let info = kernel
+            .link(Side::Host, &name)?
+            .ok_or_else(|| SriovError::Vanished { vf: record.vf, netdev: name.clone() })?;
+        if name != prior.name {
+            if let Some(holder) = kernel.link(Side::Host, &prior.name)?
+                && holder.index == info.index
+            {
+                // Its own altname blocks the name (the kernel resolves names through altnames).
+                kernel.del_alt_name(Side::Host, info.index, prior.name.as_str())?;
+            }
+            kernel.rename(Side::Host, info.index, &prior.name)?;
+        }
+        Ok(kernel.configure(
+            Side::Host,
+            info.index,
+            LinkSettings { mac: prior.mac, mtu: prior.mtu, up: prior.up },
+        )?)
+    }
+
+    /// DEL, with the time of each phase: `ipam`, `lookup`, `restore`, `record`. Releases the
+    /// addresses and restores the VF. Nothing attached is fine (DEL twice, or after a failed
+    /// ADD); a VF that vanished is forgotten. Every failure is reported; the record stays until
+    /// the VF is restored.
+    pub fn del_timed(&self, request: &Request<'_>) -> (Result<(), Error>, Phases) {
+        let mut phases = Phases::start();
+        let result = self.del_inner(request, &mut phases).into_result();
+        (result, phases)
+    }
+
+    fn del_inner(&self, request: &Request<'_>, phases: &mut Phases) -> ErrorList {
+        let (invocation, raw) = (request.invocation, request.config);
+        let mut errors = ErrorList::new();
+        errors.keep(ipam::release(raw, invocation));
+        phases.mark("ipam");
+        let records = Records::new(super::data_dir(raw));
+        // The config's deviceID, or (a config that lost it) the record of this interface.
+        let vf = match SriovConfig::parse(raw) {
+            Ok(config) => Some(config.device_id),
+            Err(_) => records.find(&invocation.container_id, &invocation.ifname),
+        };
+        let Some(vf) = vf else { return errors };
+        let Some(_lock) = errors.keep(records.lock(vf)) else { return errors };
+        let record = match records.load(vf) {
+            Ok(Some(record)) => record,
+            Ok(None) => return errors,
+            Err(e) => {
+                errors.push(e);
+                return errors;
+            }
+        };
+        // Attached for someone else since: not ours to touch.
+        if record.container_id != invocation.container_id || record.ifname != invocation.ifname {
+            return errors;
+        }
+        let location = match self.locate(vf) {
+            Ok(location) => location,
+            Err(e) => {
+                errors.push(e);
+                return errors;
+            }
+        };
+        phases.mark("lookup");
+        let mut restored = ErrorList::new();
+        match location {
+            None => tracing::warn!(vf = %vf, "the VF is gone: nothing to restore"),
+            Some(location) => {
+                // The VF can be reached in the pod only through the namespace the call names.
+                let pod = match invocation.netns.as_deref() {
+                    Some(netns) if netns == Path::new(&record.netns) => PodSide::Call,
+                    _ => PodSide::Gone,
+                };
+                restored = self.restore(request.kernel, &record, &location, pod);
+            }
+        }
+        phases.mark("restore");
+        if restored.is_empty() {
+            errors.keep(records.remove(vf));
+        }
+        errors.append(restored);
+        phases.mark("record");
+        errors
+    }
+}
