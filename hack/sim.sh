@@ -2,7 +2,8 @@
 # A simulated SR-IOV node on this machine, for trying Plexus without SR-IOV hardware.
 #   hack/sim.sh up DIR [--netns NAME] [--pfs N] [--numa-nodes M] [--vfs K] [--vfio J]
 #   hack/sim.sh down DIR
-# `up` writes a fake sysfs tree into DIR (use it as --sysfs-root); with --netns it also makes
+# `up` writes a fake sysfs tree into DIR (use it as --sysfs-root, and for `plexus-agent run` with
+# --simulated-node; PLEXUS_SYSFS_ROOT=DIR for the plexus binary); with --netns it also makes
 # real links (root): a bridge per PF and a veth per VF netdev, in that network namespace.
 set -euo pipefail
 cd "$(dirname "$0")/.."

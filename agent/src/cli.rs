@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
+use crate::pools::PoolsArgs;
+use crate::table::Output;
 use crate::{cni_server, demo, discover, install, pools, run, sim};
 
 /// The command line.
@@ -74,30 +76,6 @@ pub enum Command {
     Demo,
 }
 
-/// What the pool commands share.
-#[derive(Debug, clap::Args)]
-pub struct PoolsArgs {
-    /// The pool config: the SR-IOV network device plugin's config.json format.
-    #[arg(long)]
-    pub pools: PathBuf,
-    /// Where sysfs is mounted (a simulated node's root for tests).
-    #[arg(long, default_value = plexus_hw::SysfsRoot::DEFAULT)]
-    pub sysfs_root: PathBuf,
-    /// The resource prefix of pools that set none.
-    #[arg(long, default_value = plexus_device_plugin::config::DEFAULT_PREFIX)]
-    pub resource_prefix: String,
-    /// The IPv4 routing table: a device carrying the default route is never offered.
-    #[arg(long, default_value = "/proc/net/route")]
-    pub route_file: PathBuf,
-}
-
-impl PoolsArgs {
-    /// Reads the pool config.
-    pub fn load(&self) -> anyhow::Result<plexus_device_plugin::config::PoolConfig> {
-        Ok(plexus_device_plugin::config::PoolConfig::load(&self.pools, &self.resource_prefix)?)
-    }
-}
-
 /// The simulator's commands.
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
@@ -109,15 +87,6 @@ pub enum SimCommand {
         #[arg(long)]
         root: PathBuf,
     },
-}
-
-/// Output formats of the reporting commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// Aligned columns for people.
-    Table,
-    /// JSON for other tools.
-    Json,
 }
 
 /// `trace`: each call with its total, then its phases.

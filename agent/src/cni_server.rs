@@ -214,3 +214,46 @@ pub fn trace(dir: &Path, count: usize) -> anyhow::Result<Vec<CallTrace>> {
     stream.take(MAX_MESSAGE).read_to_end(&mut answer)?;
     serde_json::from_slice(&answer).context("reading the agent's answer")
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn request(env: &[(&str, &str)], stdin: &str) -> Request {
+        Request {
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            stdin: stdin.into(),
+        }
+    }
+
+    #[test]
+    fn a_call_runs_in_process_and_is_recorded_with_its_typed_outcome() {
+        let metrics = Arc::new(Metrics::default());
+        let node = Node::real(plexus_hw::SysfsRoot::default());
+        let registry = plexus_cni::entry::builtin_registry(&node, Default::default());
+        let service = CniService::new(node, registry, None, None, 1, metrics.clone());
+
+        let outcome = service.call(&request(&[("CNI_COMMAND", "VERSION")], "{}"));
+        assert_eq!(outcome.code, 0);
+        let version: serde_json::Value = serde_json::from_str(&outcome.stdout).unwrap();
+        assert_eq!(version["cniVersion"], "1.1.0");
+
+        // An ADD without CNI_NETNS: the spec's code 4, in the caller's version, and the same
+        // code as the call's outcome in the trace.
+        let env =
+            [("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0"), ("CNI_PATH", "/x")];
+        let outcome = service.call(&request(&env, r#"{"cniVersion": "0.4.0", "clusterNetwork": "x"}"#));
+        assert_eq!(outcome.code, 1);
+        let reply: serde_json::Value = serde_json::from_str(&outcome.stdout).unwrap();
+        assert_eq!(
+            (reply["cniVersion"].as_str(), reply["code"].as_u64(), reply["msg"].as_str()),
+            (Some("0.4.0"), Some(4), Some("CNI_NETNS is not set"))
+        );
+        let calls: BTreeMap<String, String> =
+            metrics.slowest().into_iter().map(|c| (c.command, c.outcome)).collect();
+        assert_eq!(calls, BTreeMap::from([("ADD".into(), "4".into()), ("VERSION".into(), "ok".into())]));
+    }
+}

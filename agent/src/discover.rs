@@ -9,7 +9,7 @@ use anyhow::Context;
 use plexus_hw::{Discovery, PciFunction, PhysicalFunction, SysfsRoot, VirtualFunction, discover};
 use serde::Serialize;
 
-use crate::cli::Output;
+use crate::table::Output;
 use crate::table::{Table, or_dash};
 
 /// Discovers under `sysfs_root` and prints in `output` format; problems go to the log.

@@ -1,7 +1,7 @@
 //! `plexus-agent pools`: which devices each pool gets, and why the others were left out.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use plexus_device_plugin::config::PoolConfig;
@@ -9,8 +9,31 @@ use plexus_device_plugin::pools::{self, Assignment, PoolDevice};
 use plexus_hw::{SysfsRoot, discover};
 use serde::Serialize;
 
-use crate::cli::Output;
-use crate::table::{Table, or_dash};
+use crate::table::{Output, Table, or_dash};
+
+/// What the pool commands share.
+#[derive(Debug, clap::Args)]
+pub struct PoolsArgs {
+    /// The pool config: the SR-IOV network device plugin's config.json format.
+    #[arg(long)]
+    pub pools: PathBuf,
+    /// Where sysfs is mounted (a simulated node's root for tests).
+    #[arg(long, default_value = plexus_hw::SysfsRoot::DEFAULT)]
+    pub sysfs_root: PathBuf,
+    /// The resource prefix of pools that set none.
+    #[arg(long, default_value = plexus_device_plugin::config::DEFAULT_PREFIX)]
+    pub resource_prefix: String,
+    /// The IPv4 routing table: a device carrying the default route is never offered.
+    #[arg(long, default_value = "/proc/net/route")]
+    pub route_file: PathBuf,
+}
+
+impl PoolsArgs {
+    /// Reads the pool config.
+    pub fn load(&self) -> anyhow::Result<plexus_device_plugin::config::PoolConfig> {
+        Ok(plexus_device_plugin::config::PoolConfig::load(&self.pools, &self.resource_prefix)?)
+    }
+}
 
 /// Reads the config and discovers under `sysfs_root`; prints the assignment.
 pub fn run(config: &PoolConfig, sysfs_root: &Path, route_file: &Path, output: Output) -> anyhow::Result<()> {

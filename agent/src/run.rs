@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
-    pub pools: crate::cli::PoolsArgs,
+    pub pools: crate::pools::PoolsArgs,
     /// The kubelet's directory (its device plugin sockets are in device-plugins/).
     #[arg(long, default_value = "/var/lib/kubelet")]
     pub kubelet_dir: PathBuf,

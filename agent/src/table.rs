@@ -2,6 +2,15 @@
 
 use std::fmt::Write;
 
+/// Output formats of the reporting commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for other tools.
+    Json,
+}
+
 /// Rows of cells printed in aligned columns, every line prefixed with an indent.
 #[derive(Debug, Default)]
 pub struct Table {

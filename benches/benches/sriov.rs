@@ -9,7 +9,8 @@
 //! the real VF control (its settings are restored after each iteration).
 //!
 //! Each timed ADD is followed by an untimed DEL and the reverse; `cargo bench -p
-//! plexus-benches --bench sriov`.
+//! plexus-benches --bench sriov`. A first group measures what a kernel session saves: a step
+//! that opened its own runtime and socket, against one that uses the call's.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use plexus_cni::delegate::Request;
 use plexus_cni::spec::{Command, Invocation};
 use plexus_cni::sriov::{Phases, Sriov};
+use plexus_hw::kernel::{Kernel, Side};
 use plexus_hw::netlink::Netlink;
 use plexus_hw::netns::Netns;
 use plexus_hw::{IfName, MacAddr, Node, PciAddress, SysfsRoot, discover};
@@ -209,8 +211,28 @@ impl Drop for Setup {
 const ADD_PHASES: [&str; 8] = ["lookup", "record", "vf", "move", "link", "ipam", "addresses", "result"];
 const DEL_PHASES: [&str; 4] = ["ipam", "lookup", "restore", "record"];
 
+/// What a step of a call paid when it opened its own runtime and socket (as before the kernel
+/// session): a session made, its host socket opened, one link looked up; against the same
+/// lookup on a session already open (what a step pays now).
+fn kernel_session(c: &mut Criterion, setup: &Setup) {
+    let mut group = c.benchmark_group("kernel session");
+    group.sample_size(20).measurement_time(Duration::from_secs(3));
+    group.bench_function("a new session: runtime, host socket, one link lookup", |b| {
+        b.iter(|| {
+            let kernel = setup.node.session(None);
+            kernel.link(Side::Host, &setup.vf_netdev).unwrap_or_else(|e| fail("lookup", e))
+        })
+    });
+    let kernel = setup.node.session(None);
+    group.bench_function("one link lookup on an open session", |b| {
+        b.iter(|| kernel.link(Side::Host, &setup.vf_netdev).unwrap_or_else(|e| fail("lookup", e)))
+    });
+    group.finish();
+}
+
 fn sriov(c: &mut Criterion) {
     let setup = Setup::new();
+    kernel_session(c, &setup);
     let tmpfs = setup.conf(&setup.dir.path().join("records"));
     let disk_dir = PathBuf::from(format!("/var/tmp/plexus-bench-sriov-{}", std::process::id()));
     let disk = setup.conf(&disk_dir);

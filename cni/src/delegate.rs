@@ -83,9 +83,9 @@ pub enum DelegateError {
     },
 }
 
-impl DelegateError {
-    /// The spec's code for it; a failed plugin's own.
-    pub fn code(&self) -> u32 {
+impl crate::error::Failure for DelegateError {
+    /// A failed plugin's own code.
+    fn code(&self) -> u32 {
         let code = match self {
             Self::Failed { reply, .. } => return reply.code,
             Self::InvalidType(_) | Self::NotFound { .. } | Self::NoPlugins => ErrorCode::InvalidNetworkConfig,
@@ -95,6 +95,14 @@ impl DelegateError {
             Self::NotDelegateCommand { .. } => ErrorCode::InvalidEnvironment,
         };
         code.into()
+    }
+
+    /// A failed plugin's words pass through.
+    fn reply(&self) -> Option<ErrorReply> {
+        match self {
+            Self::Failed { reply, .. } => Some(reply.clone()),
+            _ => None,
+        }
     }
 }
 

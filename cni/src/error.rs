@@ -1,76 +1,48 @@
-//! The errors of a CNI call. Each module says what went wrong in an enum of its own; they all
-//! convert into [`Error`], which the call carries up to the edge (`entry`), where it becomes
-//! the spec's JSON error, once ([`Error::reply`]). A teardown (DEL, GC, the undo of a failed
-//! ADD) keeps going past a failure and collects every one in an [`ErrorList`].
+//! The errors of a CNI call. Each module says what went wrong in an enum of its own and gives
+//! each case the spec's code ([`Failure`]); a call carries them up as [`Error`] to the edge
+//! (`entry`), where they become the spec's JSON error, once ([`Error::reply`]). A teardown
+//! (DEL, GC, the undo of a failed ADD) keeps going past a failure and collects every one in an
+//! [`ErrorList`]. This module knows no module's errors: they know it.
 
 use std::fmt;
 
 use plexus_hw::kernel::KernelError;
 use plexus_hw::vf::VfError;
 
-use crate::bond::BondError;
-use crate::delegate::DelegateError;
-use crate::ipam::IpamError;
-use crate::multus::cache::CacheError;
-use crate::multus::cluster::ClusterError;
-use crate::multus::devices::DevicesError;
-use crate::multus::meta::MetaError;
-use crate::multus::plan::PlanError;
-use crate::routes::RouteError;
-use crate::spec::{ConfigError, EnvError, ErrorCode, ErrorReply};
-use crate::sriov::SriovError;
-use crate::userspace::UserspaceError;
+use crate::spec::error::{ErrorCode, ErrorReply};
+
+/// A module's error: what went wrong, and the spec's code for it.
+pub trait Failure: std::error::Error + Send + Sync + 'static {
+    /// The spec's code.
+    fn code(&self) -> u32;
+
+    /// The reply, when it is not made of the code and the message: a failed plugin binary's
+    /// own, whose words pass through.
+    fn reply(&self) -> Option<ErrorReply> {
+        None
+    }
+}
+
+/// A kernel request outside a delegate's own errors: the plugin's own failure.
+impl Failure for KernelError {
+    fn code(&self) -> u32 {
+        ErrorCode::Plugin.into()
+    }
+}
+
+/// The PF side of a VF: the plugin's own failure.
+impl Failure for VfError {
+    fn code(&self) -> u32 {
+        ErrorCode::Plugin.into()
+    }
+}
 
 /// Anything a CNI call can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum Error {
-    /// The CNI environment does not make a call.
-    #[error(transparent)]
-    Env(#[from] EnvError),
-    /// A config, annotation or plugin result that cannot be used.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// A delegate could not be found or run, or failed.
-    #[error(transparent)]
-    Delegate(#[from] DelegateError),
-    /// The DEL cache.
-    #[error(transparent)]
-    Cache(#[from] CacheError),
-    /// Kubernetes.
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    /// The pod's allocated devices.
-    #[error(transparent)]
-    Devices(#[from] DevicesError),
-    /// What the pod asks for cannot be attached.
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-    /// The meta-plugin's verbs.
-    #[error(transparent)]
-    Meta(#[from] MetaError),
-    /// IPAM.
-    #[error(transparent)]
-    Ipam(#[from] IpamError),
-    /// The pod's default route.
-    #[error(transparent)]
-    Route(#[from] RouteError),
-    /// The `sriov` delegate.
-    #[error(transparent)]
-    Sriov(#[from] SriovError),
-    /// The `userspace` delegate.
-    #[error(transparent)]
-    Userspace(#[from] UserspaceError),
-    /// The `bond` delegate.
-    #[error(transparent)]
-    Bond(#[from] BondError),
-    /// A kernel operation outside a delegate's own errors.
-    #[error(transparent)]
-    Kernel(#[from] KernelError),
-    /// The PF side of a VF.
-    #[error(transparent)]
-    Vf(#[from] VfError),
+    /// A module's failure.
+    Failure(Box<dyn Failure>),
     /// What was being done when `inner` happened (`network tenant/fast (net1)`).
-    #[error("{context}: {inner}")]
     Context {
         /// What was being done.
         context: String,
@@ -78,9 +50,26 @@ pub enum Error {
         inner: Box<Error>,
     },
     /// Every failure of one teardown.
-    #[error("{0}")]
     List(ErrorList),
 }
+
+impl<F: Failure> From<F> for Error {
+    fn from(failure: F) -> Self {
+        Self::Failure(Box::new(failure))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Failure(failure) => failure.fmt(f),
+            Self::Context { context, inner } => write!(f, "{context}: {inner}"),
+            Self::List(list) => list.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
 
 impl Error {
     /// This error with `context` before it.
@@ -91,25 +80,11 @@ impl Error {
 
     /// The spec's code for it (a failed plugin binary's own code passes through).
     pub fn code(&self) -> u32 {
-        let code = match self {
-            Self::Env(_) => ErrorCode::InvalidEnvironment,
-            Self::Config(e) => e.code(),
-            Self::Delegate(e) => return e.code(),
-            Self::Cache(e) => e.code(),
-            Self::Cluster(e) => e.code(),
-            Self::Devices(e) => e.code(),
-            Self::Plan(e) => e.code(),
-            Self::Meta(e) => e.code(),
-            Self::Ipam(e) => return e.code(),
-            Self::Route(_) => ErrorCode::Io,
-            Self::Sriov(e) => e.code(),
-            Self::Userspace(e) => e.code(),
-            Self::Bond(e) => e.code(),
-            Self::Kernel(_) | Self::Vf(_) => ErrorCode::Plugin,
-            Self::Context { inner, .. } => return inner.code(),
-            Self::List(list) => return list.code(),
-        };
-        code.into()
+        match self {
+            Self::Failure(failure) => failure.code(),
+            Self::Context { inner, .. } => inner.code(),
+            Self::List(list) => list.code(),
+        }
     }
 
     /// The spec's error object: the code, the message with its context, and a failed plugin
@@ -121,8 +96,12 @@ impl Error {
                 reply.msg = format!("{context}: {}", reply.msg);
                 reply
             }
-            Self::Delegate(DelegateError::Failed { reply, .. }) => reply.clone(),
-            other => ErrorReply { code: other.code(), msg: other.to_string(), details: String::new() },
+            Self::Failure(failure) => failure.reply().unwrap_or_else(|| ErrorReply {
+                code: failure.code(),
+                msg: failure.to_string(),
+                details: String::new(),
+            }),
+            Self::List(_) => ErrorReply { code: self.code(), msg: self.to_string(), details: String::new() },
         }
     }
 
@@ -217,6 +196,8 @@ impl fmt::Display for ErrorList {
 mod tests {
     use super::*;
 
+    use crate::spec::{ConfigError, EnvError};
+
     #[test]
     fn the_reply_carries_code_context_and_a_plugins_own_details() {
         let err = Error::from(EnvError::Missing("CNI_NETNS")).context("network a");
@@ -224,7 +205,7 @@ mod tests {
             err.reply(),
             ErrorReply { code: 4, msg: "network a: CNI_NETNS is not set".into(), details: String::new() }
         );
-        let failed = DelegateError::Failed {
+        let failed = crate::delegate::DelegateError::Failed {
             plugin: "bridge".into(),
             reply: ErrorReply { code: 11, msg: "busy".into(), details: "lock".into() },
         };

@@ -18,6 +18,12 @@ pub struct RouteError {
     pub error: KernelError,
 }
 
+impl crate::error::Failure for RouteError {
+    fn code(&self) -> u32 {
+        crate::spec::error::ErrorCode::Io.into()
+    }
+}
+
 /// Gives the pod's default route of `gateway`'s family to interface `via`: deletes that
 /// family's default routes leaving through each of `interfaces`, then adds one via `gateway`
 /// through `via`.

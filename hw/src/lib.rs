@@ -1,6 +1,6 @@
 //! Node hardware for Plexus.
 //!
-//! - [`discover`]: SR-IOV physical and virtual functions and the NUMA topology, read from sysfs
+//! - [`discover`](mod@discover): SR-IOV physical and virtual functions and the NUMA topology, read from sysfs
 //!   through a [`SysfsRoot`] so that tests and the simulator can point it at a fake tree.
 //! - [`netns`] and [`netlink`]: network namespaces and route-netlink sockets bound to them.
 //! - [`kernel`]: the kernel operations of one CNI call over a session of two sockets (host and

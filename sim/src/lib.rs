@@ -5,7 +5,8 @@
 //! simulated node only when told to where it starts (`plexus-agent run --simulated-node`,
 //! `PLEXUS_SYSFS_ROOT` for the `plexus` binary).
 //!
-//! - [`node`]: the simulated node's sysfs tree and its links; [`vfs`]: its VF settings.
+//! - [`node`]: the simulated node's sysfs tree and its links; [`store`]: its VF settings;
+//!   [`vfs`]: its VF control, and the node as the delegates reach it.
 //! - [`kubelet`]: the kubelet's device plugin registration and PodResources API.
 //! - [`apiserver`]: the Kubernetes API server over HTTP.
 //! - [`ovs`]: an OVS-DPDK of its own.
@@ -20,13 +21,15 @@ pub mod kubelet;
 pub mod node;
 pub mod ovs;
 mod scratch;
+pub mod store;
 pub mod vfs;
 
 pub use fixture::ScratchNode;
 pub use node::{STATE_FILE, SimError, SimNode, SimPf, SimSpec, SimVf};
 pub use scratch::scratch;
+pub use store::VfStore;
 pub use tempfile::TempDir;
-pub use vfs::{SimVfControl, VfStore};
+pub use vfs::SimVfControl;
 
 /// The node at `root`, when `root` holds a simulated node: what `PLEXUS_SYSFS_ROOT` and
 /// `plexus-agent run --simulated-node` select.

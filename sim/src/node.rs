@@ -12,8 +12,8 @@
 //! into pod namespaces and pass traffic to each other, as VFs of one PF do.
 //!
 //! What the links cannot fake is the PF side of VF settings (a veth answers VF netlink
-//! requests with EOPNOTSUPP): [`crate::vfs::SimVfControl`] keeps it, and
-//! [`SimNode::hw_node`] is the node as Plexus's delegates reach it.
+//! requests with EOPNOTSUPP): [`crate::store::VfStore`] keeps it, and
+//! [`SimNode::hw_node`] (in [`crate::vfs`]) is the node as Plexus's delegates reach it.
 
 use std::fs;
 use std::io;
@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 use plexus_hw::netlink::{Netlink, NetlinkError};
 use plexus_hw::netns::{NETNS_RUN_DIR, Netns, NetnsError};
 use plexus_hw::vf::VfError;
-use plexus_hw::{IfName, IommuGroup, MacAddr, NumaNode, OperState, PciAddress, SysfsRoot, VfIndex};
+use plexus_hw::{IfName, IommuGroup, MacAddr, NumaNode, OperState, PciAddress, VfIndex};
 
-use crate::vfs::{SimVfControl, VfStore};
+use crate::store::VfStore;
 
 /// The file in the simulated root that records what was built, so a later process can tear
 /// it down (`plexus-agent sim down`) and nothing else is ever removed by mistake.
@@ -278,16 +278,6 @@ impl SimNode {
     /// The path of [`netns_name`](Self::netns_name)'s namespace.
     pub fn netns_path(&self) -> Option<PathBuf> {
         self.netns_name().map(|name| Path::new(NETNS_RUN_DIR).join(name))
-    }
-
-    /// The node as Plexus's delegates reach it: this tree as sysfs, the node's namespace as the
-    /// host (when it has links), VF settings in the simulator's store.
-    pub fn hw_node(&self) -> plexus_hw::Node {
-        plexus_hw::Node::new(
-            SysfsRoot::new(&self.root),
-            self.netns_path(),
-            std::sync::Arc::new(SimVfControl::for_node(self)),
-        )
     }
 
     /// The directory of a PCI device in the fake tree (the target of its `bus/pci/devices`

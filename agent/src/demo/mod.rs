@@ -218,7 +218,7 @@ impl Demo {
         runtime.block_on(node.create_netdevs(&netns)).context("making the VF links")?;
         self.node = Some(node);
         self.initial = report::node_state(self.node()?)?;
-        crate::discover::run(self.node()?.root(), crate::cli::Output::Table)?;
+        crate::discover::run(self.node()?.root(), crate::table::Output::Table)?;
         Ok(())
     }
 

@@ -47,10 +47,10 @@ pub enum BondError {
     Kernel(#[from] KernelError),
 }
 
-impl BondError {
-    /// The spec's code for it.
-    pub fn code(&self) -> ErrorCode {
-        ErrorCode::Plugin
+impl crate::error::Failure for BondError {
+    fn code(&self) -> u32 {
+        let code: ErrorCode = ErrorCode::Plugin;
+        code.into()
     }
 }
 

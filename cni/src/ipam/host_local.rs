@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::IpamError;
 use super::{Request, invalid, io_error};
-use crate::error::Error;
+use crate::error::{Error, ErrorList};
 use crate::files;
 use crate::keys::Keys;
 use crate::spec::ConfigError;
@@ -321,12 +321,14 @@ pub fn del(request: &Request<'_>) -> Result<(), Error> {
         return Ok(());
     }
     let store = Store::open(&config.dir)?;
+    // Every address of the interface is released, whatever one of them does.
+    let mut errors = ErrorList::new();
     for (ip, text) in store.reservations()? {
         if owned_by(&text, &request.invocation.container_id, request.ifname()) {
-            store.release(ip)?;
+            errors.keep(store.release(ip));
         }
     }
-    Ok(())
+    errors.into_result()
 }
 
 /// CHECK: the container's interface still holds an address in every range set.

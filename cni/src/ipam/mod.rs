@@ -55,15 +55,15 @@ pub enum IpamError {
     Configure(#[from] KernelError),
 }
 
-impl IpamError {
-    /// The spec's code for it (an IPAM binary's own when it failed with one).
-    pub fn code(&self) -> u32 {
+impl crate::error::Failure for IpamError {
+    /// An IPAM binary's own code when it failed with one.
+    fn code(&self) -> u32 {
         match self {
             Self::Store { .. } => ErrorCode::Io.into(),
             Self::Unavailable(_) | Self::Configure(_) => ErrorCode::Plugin.into(),
             Self::Exhausted(_) => ErrorCode::TryAgainLater.into(),
             Self::Plugin { error, .. } => error.code(),
-            Self::Result { error, .. } => error.code().into(),
+            Self::Result { error, .. } => error.code(),
         }
     }
 }

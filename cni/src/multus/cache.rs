@@ -36,14 +36,14 @@ pub enum CacheError {
     },
 }
 
-impl CacheError {
-    /// The spec's code for it.
-    pub fn code(&self) -> ErrorCode {
-        match self {
+impl crate::error::Failure for CacheError {
+    fn code(&self) -> u32 {
+        let code: ErrorCode = match self {
             Self::InvalidContainerId(_) => ErrorCode::InvalidEnvironment,
             Self::Io { .. } => ErrorCode::Io,
             Self::Corrupt { .. } => ErrorCode::Decode,
-        }
+        };
+        code.into()
     }
 }
 

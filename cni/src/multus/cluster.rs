@@ -37,13 +37,15 @@ impl ClusterError {
     pub fn api(what: impl Into<String>, error: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Api { what: what.into(), error: Box::new(error) }
     }
+}
 
-    /// The spec's code for it.
-    pub fn code(&self) -> ErrorCode {
-        match self {
+impl crate::error::Failure for ClusterError {
+    fn code(&self) -> u32 {
+        let code: ErrorCode = match self {
             Self::Api { .. } => ErrorCode::TryAgainLater,
             Self::Setup { .. } => ErrorCode::Io,
-        }
+        };
+        code.into()
     }
 }
 

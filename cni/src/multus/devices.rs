@@ -38,13 +38,13 @@ pub enum DevicesError {
     },
 }
 
-impl DevicesError {
-    /// The spec's code for it.
-    pub fn code(&self) -> ErrorCode {
-        match self {
+impl crate::error::Failure for DevicesError {
+    fn code(&self) -> u32 {
+        let code: ErrorCode = match self {
             Self::Checkpoint { .. } => ErrorCode::Io,
             Self::Corrupt { .. } => ErrorCode::Decode,
-        }
+        };
+        code.into()
     }
 }
 

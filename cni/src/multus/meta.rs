@@ -47,14 +47,14 @@ pub enum MetaError {
     Unavailable(String),
 }
 
-impl MetaError {
-    /// The spec's code for it.
-    pub fn code(&self) -> ErrorCode {
-        match self {
+impl crate::error::Failure for MetaError {
+    fn code(&self) -> u32 {
+        let code: ErrorCode = match self {
             Self::NotReady { .. } => ErrorCode::TryAgainLater,
             Self::NotAdded(_) | Self::Unfinished(_) => ErrorCode::UnknownContainer,
             Self::Unavailable(_) => ErrorCode::PluginNotAvailable,
-        }
+        };
+        code.into()
     }
 }
 

@@ -93,13 +93,13 @@ pub enum PlanError {
     },
 }
 
-impl PlanError {
-    /// The spec's code for it.
-    pub fn code(&self) -> ErrorCode {
-        match self {
+impl crate::error::Failure for PlanError {
+    fn code(&self) -> u32 {
+        let code: ErrorCode = match self {
             Self::PodNotFound { .. } => ErrorCode::UnknownContainer,
             _ => ErrorCode::InvalidNetworkConfig,
-        }
+        };
+        code.into()
     }
 }
 

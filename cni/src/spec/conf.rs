@@ -53,15 +53,17 @@ impl ConfigError {
     pub fn invalid(what: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid { what: what.into(), message: message.into() }
     }
+}
 
-    /// The spec's code for it.
-    pub fn code(&self) -> ErrorCode {
-        match self {
+impl crate::error::Failure for ConfigError {
+    fn code(&self) -> u32 {
+        let code: ErrorCode = match self {
             Self::Decode { .. } => ErrorCode::Decode,
             Self::Version { .. } => ErrorCode::IncompatibleVersion,
             Self::Invalid { .. } => ErrorCode::InvalidNetworkConfig,
             Self::Unreadable { .. } => ErrorCode::Io,
-        }
+        };
+        code.into()
     }
 }
 
@@ -227,7 +229,7 @@ mod tests {
         ];
         for (bytes, code, text) in cases {
             let err = NetworkConfig::parse(bytes, "net.conf").unwrap_err();
-            assert_eq!(err.code() as u32, code, "{err:?}");
+            assert_eq!(crate::error::Failure::code(&err), code, "{err:?}");
             let msg = err.to_string();
             assert!(msg.contains(text) && msg.starts_with("net.conf"), "{err:?}");
         }

@@ -55,6 +55,12 @@ pub enum EnvError {
     },
 }
 
+impl crate::error::Failure for EnvError {
+    fn code(&self) -> u32 {
+        super::error::ErrorCode::InvalidEnvironment.into()
+    }
+}
+
 /// The pod a call is for, from CNI_ARGS (`K8S_POD_NAMESPACE`, `K8S_POD_NAME`, `K8S_POD_UID`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodRef {

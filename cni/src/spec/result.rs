@@ -258,9 +258,9 @@ mod tests {
     #[test]
     fn refuses_bad_results() {
         let err = CniResult::from_value(&json!({"cniVersion": "0.2.0", "ip4": {}})).unwrap_err();
-        assert_eq!(err.code() as u32, 1);
+        assert_eq!(crate::error::Failure::code(&err), 1);
         let err = CniResult::from_value(&json!({"ips": [{"address": "10.0.0.1"}]})).unwrap_err();
-        assert_eq!(err.code() as u32, 6);
+        assert_eq!(crate::error::Failure::code(&err), 6);
         assert!(err.to_string().contains("not an address/prefix"), "{err:?}");
     }
 }

@@ -231,7 +231,7 @@ mod tests {
                 }
             }
             let err = SriovConfig::parse(&config).unwrap_err();
-            assert_eq!(err.code() as u32, 7);
+            assert_eq!(crate::error::Failure::code(&err), 7);
             assert!(err.to_string().contains(want), "{err} should contain {want:?}");
         }
     }

@@ -145,14 +145,14 @@ pub enum SriovError {
     },
 }
 
-impl SriovError {
-    /// The spec's code for it.
-    pub fn code(&self) -> ErrorCode {
-        match self {
+impl crate::error::Failure for SriovError {
+    fn code(&self) -> u32 {
+        let code: ErrorCode = match self {
             Self::Record { .. } => ErrorCode::Io,
             Self::CorruptRecord { .. } => ErrorCode::Decode,
             _ => ErrorCode::Plugin,
-        }
+        };
+        code.into()
     }
 }
 

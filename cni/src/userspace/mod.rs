@@ -82,14 +82,14 @@ pub enum UserspaceError {
     },
 }
 
-impl UserspaceError {
-    /// The spec's code for it: OVS unreachable is "try again later".
-    pub fn code(&self) -> ErrorCode {
-        match self {
+impl crate::error::Failure for UserspaceError {
+    fn code(&self) -> u32 {
+        let code: ErrorCode = match self {
             Self::Io { .. } | Self::NoSharedDir(_) | Self::CorruptRecord { .. } => ErrorCode::Io,
             Self::Ovs(e) if e.is_unreachable() => ErrorCode::TryAgainLater,
             _ => ErrorCode::Plugin,
-        }
+        };
+        code.into()
     }
 }
 
