@@ -41,6 +41,47 @@ pub struct TraceRequest {
     pub trace: usize,
 }
 
+/// The calls of each container in the order they arrived: a DEL the runtime sends while its
+/// ADD still runs (it killed the `plexus` binary that forwarded the ADD, on a timeout) waits
+/// for that ADD, then undoes what it did. Taken before a call waits for a free thread, since
+/// threads do not start in the order they are given work; the container's file lock
+/// (`cache::lock`) orders the agent's calls with a binary's own.
+#[derive(Debug, Default)]
+struct Arrivals {
+    queues: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A call's turn among its container's calls; the next one's begins when this is dropped.
+struct Turn<'a> {
+    arrivals: &'a Arrivals,
+    container_id: String,
+    queue: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Arrivals {
+    /// Waits for the calls of `container_id` that arrived before (tokio's mutex is fair: FIFO).
+    async fn turn(&self, container_id: &str) -> Turn<'_> {
+        let queue = {
+            let mut queues = self.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            queues.entry(container_id.to_owned()).or_default().clone()
+        };
+        let guard = queue.clone().lock_owned().await;
+        Turn { arrivals: self, container_id: container_id.to_owned(), queue, guard: Some(guard) }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut queues = self.arrivals.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Only the map and this turn hold the queue: nobody waits, it goes.
+        if Arc::strong_count(&self.queue) == 2 {
+            queues.remove(&self.container_id);
+        }
+    }
+}
+
 /// What runs the calls.
 pub struct CniService {
     node: Node,
@@ -48,6 +89,7 @@ pub struct CniService {
     cluster: Option<SharedCluster>,
     devices: Option<Arc<dyn Devices>>,
     permits: Arc<Semaphore>,
+    arrivals: Arrivals,
     metrics: Arc<Metrics>,
 }
 
@@ -69,7 +111,7 @@ impl CniService {
         metrics: Arc<Metrics>,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(max_parallel.max(1)));
-        Self { node, registry, cluster, devices, permits, metrics }
+        Self { node, registry, cluster, devices, permits, arrivals: Arrivals::default(), metrics }
     }
 
     /// Runs one call on this thread (a blocking one) and records it.
@@ -161,21 +203,30 @@ fn failed(code: ErrorCode, msg: String, details: String) -> Outcome {
 
 async fn handle(mut stream: UnixStream, service: Arc<CniService>) {
     let mut body = Vec::new();
-    if let Err(e) = (&mut stream).take(MAX_MESSAGE).read_to_end(&mut body).await {
+    if let Err(e) = (&mut stream).take(MAX_MESSAGE + 1).read_to_end(&mut body).await {
         tracing::warn!("reading a CNI request: {e}");
         return;
     }
-    let answer = if let Ok(trace) = serde_json::from_slice::<TraceRequest>(&body) {
+    let answer = if body.len() as u64 > MAX_MESSAGE {
+        // The binary checks before it sends; this is another client, or a broken one.
+        let msg = format!("the request is larger than the agent takes ({MAX_MESSAGE} bytes)");
+        serde_json::to_vec(&failed(ErrorCode::InvalidNetworkConfig, msg, String::new()))
+    } else if let Ok(trace) = serde_json::from_slice::<TraceRequest>(&body) {
         let calls: Vec<CallTrace> = service.metrics.slowest().into_iter().take(trace.trace).collect();
         serde_json::to_vec(&calls)
     } else {
         let response = match serde_json::from_slice::<Request>(&body) {
             Ok(request) => {
+                // VERSION, STATUS and GC name no container, and wait for nobody.
+                let _turn = match request.env.get("CNI_CONTAINERID").filter(|id| !id.is_empty()) {
+                    Some(id) => Some(service.arrivals.turn(id).await),
+                    None => None,
+                };
                 let Ok(permit) = service.permits.clone().acquire_owned().await else { return };
-                let service = service.clone();
+                let worker = service.clone();
                 match tokio::task::spawn_blocking(move || {
                     let _permit = permit;
-                    service.call(&request)
+                    worker.call(&request)
                 })
                 .await
                 {

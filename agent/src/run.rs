@@ -131,6 +131,10 @@ pub fn run(args: &RunArgs, config: PoolConfig) -> anyhow::Result<()> {
         ..Default::default()
     };
     let registry = plexus_cni::entry::builtin_registry(&node, userspace);
+    // What calls killed mid-write (or an agent killed mid-call) left behind.
+    for dir in plexus_cni::paths::default_stores(&args.devinfo_dir) {
+        plexus_cni::files::sweep(&dir);
+    }
     let metrics = Arc::new(Metrics::default());
     let kept = crate::privileges::drop_to_kept().context("dropping capabilities")?;
     let mut kept: Vec<String> = kept.iter().map(ToString::to_string).collect();

@@ -40,6 +40,11 @@ pub enum Forwarded {
     Answered(Outcome),
     /// No agent on this node: no socket.
     NoAgent,
+    /// The request is larger than the agent takes ([`MAX_MESSAGE`]); not sent.
+    TooLarge {
+        /// Its size in bytes.
+        size: usize,
+    },
     /// There is a socket, but the agent did not answer.
     AgentDown {
         /// The socket.
@@ -74,9 +79,13 @@ pub fn forward(dir: &Path, request: &Request) -> Forwarded {
         Ok(stream) => stream,
         Err(error) => return down(error),
     };
+    let body = match serde_json::to_vec(request) {
+        Ok(body) if body.len() as u64 > MAX_MESSAGE => return Forwarded::TooLarge { size: body.len() },
+        Ok(body) => body,
+        Err(error) => return down(io::Error::other(error)),
+    };
     // The agent answers with the outcome the binary prints and exits with.
     let mut exchange = || -> io::Result<Outcome> {
-        let body = serde_json::to_vec(request).map_err(io::Error::other)?;
         stream.write_all(&body)?;
         stream.shutdown(std::net::Shutdown::Write)?;
         let mut answer = Vec::new();
@@ -105,6 +114,14 @@ mod tests {
         let dir = plexus_sim::scratch("forward").unwrap();
         let request = Request { env: BTreeMap::new(), stdin: "{}".into() };
         assert!(matches!(forward(dir.path(), &request), Forwarded::NoAgent));
+        // Too large for the agent: said so, not sent.
+        let _listener = std::os::unix::net::UnixListener::bind(dir.path().join(paths::SOCKET_NAME)).unwrap();
+        let huge = Request { env: BTreeMap::new(), stdin: "x".repeat(MAX_MESSAGE as usize) };
+        assert!(
+            matches!(forward(dir.path(), &huge), Forwarded::TooLarge { size } if size > MAX_MESSAGE as usize)
+        );
+        drop(_listener);
+        std::fs::remove_file(dir.path().join(paths::SOCKET_NAME)).unwrap();
         // A socket nobody listens on any more: bound, then its listener dropped.
         drop(std::os::unix::net::UnixListener::bind(dir.path().join(paths::SOCKET_NAME)).unwrap());
         match forward(dir.path(), &request) {

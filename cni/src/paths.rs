@@ -31,3 +31,17 @@ pub const SHARED_DIR: &str = "/var/lib/cni/usrspcni";
 pub const OVSDB_SOCKET: &str = "/var/run/openvswitch/db.sock";
 /// ovs-vswitchd's run directory, where it makes server-mode vhost-user sockets.
 pub const OVS_RUN_DIR: &str = "/var/run/openvswitch";
+
+/// The stores with the default paths, whose leftovers (the temporary files of writers killed
+/// mid-write) the agent removes when it starts: the DEL cache, the delegates' records,
+/// host-local's networks, the CNI side of device-info under `devinfo_dir`. Stores a config
+/// puts elsewhere are swept by the calls that use them (DEL, GC).
+pub fn default_stores(devinfo_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<std::path::PathBuf> =
+        [CNI_DIR, SRIOV_DATA_DIR, USERSPACE_DATA_DIR].iter().map(Into::into).collect();
+    dirs.push(std::path::Path::new(USERSPACE_DATA_DIR).join("pending"));
+    dirs.push(devinfo_dir.join("cni"));
+    let networks = std::fs::read_dir(HOST_LOCAL_DIR).into_iter().flatten().flatten();
+    dirs.extend(networks.filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+    dirs
+}

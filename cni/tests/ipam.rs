@@ -162,10 +162,15 @@ fn host_local_dual_stack_requested_addresses_and_legacy_keys_match_the_reference
             "ranges[0]: mixes IPv4 and IPv6",
         ),
         (json!({}), "ranges: missing"),
+        (json!({"ranges": []}), "ranges: is empty: no IP ranges specified"),
     ] {
         let err = ours(Command::Add, "c4", "net1", &conf("bad", ipam)).unwrap_err();
         assert!(err.contains(want), "{err} should contain {want}");
     }
+    // The reference refuses an empty list too (an ADD without an address is none).
+    let err =
+        reference("host-local", Command::Add, "c4", "net1", &conf("bad", json!({"ranges": []}))).unwrap_err();
+    assert!(err["msg"].as_str().unwrap_or_default().contains("no IP ranges specified"), "{err}");
 }
 
 #[test]

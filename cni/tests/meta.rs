@@ -102,7 +102,13 @@ fn a_failed_delegate_rolls_back_every_attachment_and_names_the_network() {
     assert!(msg.starts_with("network broken (net2)"), "{err}");
     assert!(node.pod_addrs().is_empty(), "nothing left in the pod: {:?}", node.pod_addrs());
     assert!(node.reserved_ips().is_empty(), "no address left reserved: {:?}", node.reserved_ips());
+    // The reference macvlan's DEL fails without its master ("Link not found"): the entry
+    // stays for the runtime's DEL, which reports it and, without retryDeleteOnError, lets go.
+    assert!(node.cni_dir().join("c3").exists(), "kept: an undo failed");
+    let err = failed(&node.call(&node.env("DEL", "c3", None), &meta, false));
+    assert!(err["msg"].as_str().unwrap().contains("network broken"), "{err}");
     assert!(!node.cni_dir().join("c3").exists());
+    ok(&node.call(&node.env("DEL", "c3", None), &meta, false));
     node.finish();
 }
 
@@ -237,6 +243,12 @@ fn system_namespaces_skip_default_networks_and_the_annotation_replaces_the_clust
     );
     assert_eq!(node.pod_addrs().keys().collect::<Vec<_>>(), ["eth0", "net1"]);
     ok(&node.call(&node.env("DEL", "s2", Some(("tenant", "app"))), &meta, true));
+
+    // What a pod names is a NAD or a conf by name, never a file or directory on the node.
+    node.cluster.add_pod("tenant", "probe", &[("v1.multus-cni.io/default-network", "etc/cni")]);
+    let err = failed(&node.call(&node.env("ADD", "s3", Some(("tenant", "probe"))), &meta, true));
+    let msg = err["msg"].as_str().unwrap();
+    assert!(msg.contains("no NAD, and no conf named \"cni\"") && !msg.contains("directory"), "{err}");
     node.finish();
 }
 

@@ -202,7 +202,7 @@ impl PoolConfig {
         let mut pools = Vec::with_capacity(list.len());
         let mut seen = BTreeSet::new();
         for (i, raw) in list.iter().enumerate() {
-            let name = raw.get("resourceName").and_then(Value::as_str).unwrap_or("?");
+            let name = raw.get("resourceName").and_then(Value::as_str).map_or_else(|| "?".into(), shortened);
             let place = Place { path, location: format!("resourceList[{i}] ({name})") };
             let pool = parse_pool(raw, &place, default_prefix)?;
             if !seen.insert(pool.resource_name()) {
@@ -277,7 +277,15 @@ fn parse_selector(
     let ids = |key: &str| -> Result<Vec<PciId>, ConfigError> {
         strings(key)?
             .iter()
-            .map(|v| PciId::parse(v).ok_or_else(|| err(key, format!("{v:?} is not a PCI ID (4 hex digits)"))))
+            .map(|v| {
+                // The SR-IOV device plugin compares the text with sysfs's digits: "0x8086"
+                // would select nothing there, so it is refused here rather than read kindly.
+                if v.starts_with("0x") || v.starts_with("0X") {
+                    let hint = v[2..].to_owned();
+                    return Err(err(key, format!("{v:?}: write PCI IDs without 0x (\"{hint}\")")));
+                }
+                PciId::parse(v).ok_or_else(|| err(key, format!("{v:?} is not a PCI ID (4 hex digits)")))
+            })
             .collect()
     };
     let link_types = strings("linkTypes")?
@@ -351,11 +359,33 @@ fn parse_pf_ref<T>(value: &str, parse: impl FnOnce(&str) -> Option<T>) -> Result
     Ok(PfRef { pf, vfs })
 }
 
+/// `text`, or its first 40 characters and its length when it is longer: an error shows it.
+fn shortened(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((end, _)) => format!("{}... ({} bytes)", &text[..end], text.len()),
+        None => text.to_owned(),
+    }
+}
+
+/// The name part of an extended resource, as Kubernetes checks it (a qualified name's name:
+/// at most 63 characters, letters and digits at both ends, `-`, `_` and `.` between).
 fn check_name(name: &str) -> Result<(), String> {
-    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        Ok(())
-    } else {
-        Err(format!("{name:?} must match ^[a-zA-Z0-9_-]+$"))
+    const MAX: usize = 63;
+    let shown = format!("{:?}", shortened(name));
+    if name.len() > MAX {
+        return Err(format!("{shown} is longer than {MAX} characters"));
+    }
+    let inner = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    let bytes = name.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last))
+            if first.is_ascii_alphanumeric()
+                && last.is_ascii_alphanumeric()
+                && bytes.iter().all(|b| inner(*b)) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("{shown} must match ^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")),
     }
 }
 
@@ -368,6 +398,10 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
+    // Kubernetes's own resources: an extended resource cannot be in its domain.
+    if prefix == "kubernetes.io" || prefix.ends_with(".kubernetes.io") {
+        return Err(format!("{prefix:?} is Kubernetes's own domain, not one for extended resources"));
+    }
     if prefix.len() <= 253 && prefix.split('.').all(label_ok) {
         Ok(())
     } else {
@@ -435,6 +469,19 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_resource_name_is_refused_and_shown_short() {
+        let name = "a".repeat(1 << 20);
+        let text = format!(r#"{{"resourceList": [{{"resourceName": "{name}", "selectors": {{}}}}]}}"#);
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("longer than 63 characters") && err.len() < 400,
+            "{}",
+            &err[..err.len().min(400)]
+        );
+        assert!(parse(&text.replace(&name, &"a".repeat(63))).is_ok());
+    }
+
+    #[test]
     fn errors_name_the_file_pool_and_key() {
         let cases = [
             (
@@ -447,7 +494,24 @@ mod tests {
             ),
             (
                 r#"{"resourceList": [{"resourceName": "bad name", "selectors": {}}]}"#,
-                ["resourceList[0] (bad name)", "resourceName", "^[a-zA-Z0-9_-]+$", ""],
+                [
+                    "resourceList[0] (bad name)",
+                    "resourceName",
+                    "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+                    "",
+                ],
+            ),
+            (
+                r#"{"resourceList": [{"resourceName": "_p", "selectors": {}}]}"#,
+                ["resourceList[0] (_p)", "resourceName", "must match", ""],
+            ),
+            (
+                r#"{"resourceList": [{"resourceName": "p", "selectors": {"vendors": ["0x8086"]}}]}"#,
+                ["resourceList[0] (p)", "selectors[0].vendors", "write PCI IDs without 0x", "\"8086\""],
+            ),
+            (
+                r#"{"resourceList": [{"resourceName": "p", "resourcePrefix": "kubernetes.io", "selectors": {}}]}"#,
+                ["resourceList[0] (p)", "resourcePrefix", "Kubernetes's own domain", ""],
             ),
             (
                 r#"{"resourceList": [{"resourceName": "p", "selectors": {"pfNames": ["ens1f0#3-1"]}}]}"#,

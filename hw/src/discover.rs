@@ -347,7 +347,16 @@ fn scan_device(
     problems: &mut Vec<Problem>,
 ) -> Result<Option<ScannedPf>, SysfsError> {
     let Some(dir) = devices.child(name)? else {
-        return Ok(None);
+        // Gone with its link (unplugged meanwhile), or a link left pointing at nothing, which
+        // hides a device: that is reported.
+        return match dangling_target(devices, name) {
+            Some(target) => Err(SysfsError::Malformed {
+                path: devices.path().join(name),
+                value: format!("a link to {target}, which does not exist"),
+                expected: "a link to the device's directory",
+            }),
+            None => Ok(None),
+        };
     };
     // Only SR-IOV capable functions have sriov_totalvfs.
     let Some(total_vfs) = dir.parse_opt("sriov_totalvfs", "a VF count", |v| v.parse::<u32>().ok())? else {
@@ -388,6 +397,11 @@ fn scan_device(
         }
     }
     Ok(Some(ScannedPf { address, dir, total_vfs, vfs }))
+}
+
+/// Where link `name` in `dir` points, when it is a link.
+fn dangling_target(dir: &SysfsDir, name: &str) -> Option<String> {
+    std::fs::read_link(dir.path().join(name)).ok().map(|target| target.display().to_string())
 }
 
 /// Runs `read` on every item, on up to one thread per CPU, and returns the results in the

@@ -10,14 +10,27 @@ use crate::sysfs::SysfsRoot;
 #[serde(transparent)]
 pub struct NumaNode(pub u32);
 
+/// The kernel's limit on NUMA nodes: `MAX_NUMNODES` is `1 << NODES_SHIFT`, and `NODES_SHIFT`
+/// is at most 10 on every architecture.
+pub const MAX_NUMA_NODES: u32 = 1 << 10;
+
+/// The kernel's limit on CPUs: `NR_CPUS` is at most 8192 (x86's `MAXSMP`, the largest any
+/// architecture allows).
+pub const MAX_CPUS: u32 = 8192;
+
 impl NumaNode {
     /// Parses a device's `numa_node` file: `-1` means the firmware did not say, which is
-    /// `Ok(None)`; anything else must be a node number.
+    /// `Ok(None)`; anything else must be a node number the kernel can have.
     pub fn parse_device_attr(text: &str) -> Option<Option<Self>> {
         if text == "-1" {
             return Some(None);
         }
-        text.parse::<u32>().ok().map(|n| Some(Self(n)))
+        Self::parse(text).map(Some)
+    }
+
+    /// A node number below [`MAX_NUMA_NODES`].
+    pub fn parse(text: &str) -> Option<Self> {
+        text.parse::<u32>().ok().filter(|n| *n < MAX_NUMA_NODES).map(Self)
     }
 }
 
@@ -36,18 +49,24 @@ pub struct CpuList {
 
 impl CpuList {
     /// Parses the kernel's list format; an empty string is an empty list (a memory-only node).
+    /// A CPU number the kernel cannot have ([`MAX_CPUS`] and above) makes it malformed, which
+    /// also bounds the list.
     pub fn parse(text: &str) -> Option<Self> {
+        let cpu = |text: &str| text.parse::<u32>().ok().filter(|c| *c < MAX_CPUS);
         let mut cpus = Vec::new();
         for part in text.split(',').filter(|p| !p.is_empty()) {
             match part.split_once('-') {
                 Some((lo, hi)) => {
-                    let (lo, hi) = (lo.parse::<u32>().ok()?, hi.parse::<u32>().ok()?);
+                    let (lo, hi) = (cpu(lo)?, cpu(hi)?);
                     if lo > hi {
                         return None;
                     }
                     cpus.extend(lo..=hi);
                 }
-                None => cpus.push(part.parse().ok()?),
+                None => cpus.push(cpu(part)?),
+            }
+            if cpus.len() > MAX_CPUS as usize {
+                return None;
             }
         }
         Some(Self { text: text.to_owned(), cpus })
@@ -105,7 +124,7 @@ impl NumaTopology {
         let mut nodes = Vec::new();
         let mut errors = Vec::new();
         for name in names {
-            let Some(id) = name.strip_prefix("node").and_then(|n| n.parse::<u32>().ok()) else {
+            let Some(id) = name.strip_prefix("node").and_then(NumaNode::parse) else {
                 continue;
             };
             let read = || -> Result<NumaNodeInfo, SysfsError> {
@@ -115,7 +134,7 @@ impl NumaTopology {
                 let distances = node_dir.parse("distance", "space-separated distances", |v| {
                     v.split_whitespace().map(|d| d.parse::<u32>().ok()).collect::<Option<Vec<_>>>()
                 })?;
-                Ok(NumaNodeInfo { id: NumaNode(id), cpus, distances })
+                Ok(NumaNodeInfo { id, cpus, distances })
             };
             match read() {
                 Ok(node) => nodes.push(node),
@@ -145,6 +164,16 @@ mod tests {
         assert_eq!(NumaNode::parse_device_attr("-1"), Some(None));
         assert_eq!(NumaNode::parse_device_attr("1"), Some(Some(NumaNode(1))));
         assert_eq!(NumaNode::parse_device_attr("x"), None);
+        assert_eq!(NumaNode::parse_device_attr("1024"), None, "beyond MAX_NUMNODES");
+    }
+
+    #[test]
+    fn cpu_numbers_are_bounded_by_the_kernels_limit() {
+        // Expanded, this list would take 16 GiB.
+        assert_eq!(CpuList::parse("0-4294967295"), None);
+        assert_eq!(CpuList::parse("8192"), None);
+        assert_eq!(CpuList::parse("0-8191").unwrap().cpus().len(), 8192);
+        assert_eq!(CpuList::parse("0-8191,0-8191"), None, "more CPUs than the kernel can have");
     }
 
     #[test]

@@ -112,8 +112,12 @@ impl SysfsDir {
     }
 
     /// The trimmed content of `name`, `None` when the file does not exist.
+    ///
+    /// Never blocks: the file is opened non-blocking, so a FIFO (or a device) put where an
+    /// attribute should be answers at once, and is refused as not a regular file.
     pub fn read_opt(&self, name: &str) -> Result<Option<String>, SysfsError> {
-        let fd = match fcntl::openat(&self.fd, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+        let fd = match fcntl::openat(&self.fd, name, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(errno) if not_found(errno) => return Ok(None),
             Err(errno) => return Err(SysfsError::Io { path: self.path.join(name), error: errno.into() }),
@@ -122,14 +126,19 @@ impl SysfsDir {
         let mut buf = [0u8; ATTR_MAX];
         // One read: sysfs hands out a whole attribute (at most a page) in the first read, and
         // a short read of a regular file in a fake tree is its end as well. Waiting for the
-        // 0-byte read that confirms it would cost a syscall per attribute.
+        // 0-byte read that confirms it would cost a syscall per attribute; so would checking
+        // every file's type, which is done only when the read gives nothing.
         let len = loop {
             match file.read(&mut buf) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
                 Err(error) => return Err(SysfsError::Io { path: self.path.join(name), error }),
             }
         };
+        if len == 0 {
+            self.regular(name, &file)?;
+        }
         match std::str::from_utf8(&buf[..len]) {
             Ok(text) => Ok(Some(text.trim().to_owned())),
             Err(_) => Err(SysfsError::Malformed {
@@ -138,6 +147,30 @@ impl SysfsDir {
                 expected: "UTF-8 text",
             }),
         }
+    }
+
+    /// Refuses `file` (opened as `name`) unless it is a regular file.
+    fn regular(&self, name: &str, file: &File) -> Result<(), SysfsError> {
+        let meta = file.metadata().map_err(|error| SysfsError::Io { path: self.path.join(name), error })?;
+        if meta.is_file() {
+            return Ok(());
+        }
+        use std::os::unix::fs::FileTypeExt;
+        let kind = meta.file_type();
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_dir() {
+            "a directory"
+        } else {
+            "a special file"
+        };
+        Err(SysfsError::Malformed {
+            path: self.path.join(name),
+            value: what.into(),
+            expected: "a regular file",
+        })
     }
 
     /// The trimmed content of `name`, which must exist.
@@ -247,6 +280,26 @@ mod tests {
         assert!(text.contains("sriov_numvfs"), "{text}");
         assert!(text.contains("\"lots\""), "{text}");
         assert!(text.contains("a count"), "{text}");
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_is_refused_without_blocking() {
+        let scratch = plexus_sim::scratch("sysfs-fifo").unwrap();
+        nix::unistd::mkfifo(&scratch.path().join("vendor"), Mode::from_bits_truncate(0o600)).unwrap();
+        std::os::unix::fs::symlink("/dev/null", scratch.path().join("device")).unwrap();
+        std::fs::create_dir(scratch.path().join("class")).unwrap();
+        let dir = SysfsDir::open(scratch.path()).unwrap().unwrap();
+        for (name, what) in [("vendor", "a FIFO"), ("device", "a device")] {
+            let err = dir.read(name).unwrap_err();
+            assert!(matches!(&err, SysfsError::Malformed { value, .. } if value == what), "{name}: {err}");
+            assert!(err.to_string().contains(name) && err.to_string().contains("a regular file"), "{err}");
+        }
+        // A directory fails the read itself (EISDIR), naming it.
+        let err = dir.read("class").unwrap_err();
+        assert!(err.to_string().contains("class"), "{err}");
+        // An empty regular file is read as empty.
+        fs::write(scratch.path().join("empty"), "").unwrap();
+        assert_eq!(dir.read("empty").unwrap(), "");
     }
 
     #[test]

@@ -67,6 +67,11 @@ impl FromStr for IfName {
         if value.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
             return err("contains '/', ':' or whitespace");
         }
+        // The kernel reads `%d` in a name as "the first free number" (`dev_alloc_name`): the
+        // link would come out named otherwise than asked, and nothing could find it again.
+        if value.contains('%') {
+            return err("contains '%', which the kernel expands");
+        }
         Ok(Self(value.to_owned()))
     }
 }
@@ -109,6 +114,33 @@ impl FromStr for MacAddr {
             return Err(MacAddrError(value.to_owned()));
         }
         Ok(Self(bytes))
+    }
+}
+
+impl MacAddr {
+    /// Parses an address a link can have: a well-formed one that is [`Self::unassignable`]
+    /// is refused with the reason.
+    pub fn parse_assignable(text: &str) -> Result<Self, String> {
+        let mac: Self = text.parse().map_err(|e: MacAddrError| e.to_string())?;
+        match mac.unassignable() {
+            Some(why) => Err(format!("{mac} is {why}, which no interface can have")),
+            None => Ok(mac),
+        }
+    }
+
+    /// Why a link cannot have this address, when it cannot: the kernel refuses a multicast
+    /// (broadcast included) or all-zero address on an Ethernet link (`is_valid_ether_addr`),
+    /// and would answer only "Cannot assign requested address".
+    pub fn unassignable(&self) -> Option<&'static str> {
+        if self.0 == [0; 6] {
+            Some("all zero")
+        } else if self.0 == [0xff; 6] {
+            Some("the broadcast address")
+        } else if self.0[0] & 1 == 1 {
+            Some("a multicast address (the first byte is odd)")
+        } else {
+            None
+        }
     }
 }
 
@@ -246,7 +278,7 @@ mod tests {
         for ok in ["eth0", "ens1f0v12", "a", "net-1_x.y", "123456789012345"] {
             assert_eq!(ok.parse::<IfName>().unwrap().as_str(), ok);
         }
-        for bad in ["", ".", "..", "1234567890123456", "a/b", "a:b", "a b", "tab\t"] {
+        for bad in ["", ".", "..", "1234567890123456", "a/b", "a:b", "a b", "tab\t", "eth%d", "%"] {
             let err = bad.parse::<IfName>().unwrap_err();
             assert_eq!(err.value, bad);
         }
@@ -258,6 +290,16 @@ mod tests {
         assert_eq!(mac.to_string(), "02:ab:cd:00:01:ff");
         for bad in ["", "02:ab:cd:00:01", "02:ab:cd:00:01:ff:00", "2:ab:cd:00:01:ff", "zz:ab:cd:00:01:ff"] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+        assert_eq!(mac.unassignable(), None);
+        for (bad, why) in [
+            ("00:00:00:00:00:00", "all zero"),
+            ("ff:ff:ff:ff:ff:ff", "broadcast"),
+            ("01:00:5e:00:00:01", "multicast"),
+            ("03:00:00:00:00:01", "multicast"),
+        ] {
+            let why_not = bad.parse::<MacAddr>().unwrap().unassignable().unwrap();
+            assert!(why_not.contains(why), "{bad}: {why_not}");
         }
     }
 

@@ -305,3 +305,32 @@ fn locate_vf_reads_one_vf_without_a_discovery() {
     let err = plexus_hw::discover::locate_vf(&root, addr("0000:20:00.0")).unwrap_err();
     assert!(err.to_string().contains("0000:20:00.0/physfn"), "a PF is not a VF: {err}");
 }
+
+#[test]
+fn hostile_sysfs_files_are_problems_never_a_hang_or_an_abort() {
+    let node = sim(SimSpec { pfs: 3, vfs_per_pf: 2, vfio_vfs_per_pf: 0, ..SimSpec::default() });
+    let pfs: Vec<PciAddress> = node.pfs().iter().map(|pf| pf.address).collect();
+    // A dangling bus/pci/devices link hides a PF and its VFs: reported as that device's.
+    let link = node.root().join("bus/pci/devices").join(pfs[0].to_string());
+    fs::remove_file(&link).unwrap();
+    symlink("../../../devices/pci0000:00/gone", &link).unwrap();
+    // A FIFO where an attribute should be would block a read forever.
+    let vendor = node.device_dir(pfs[1]).join("vendor");
+    fs::remove_file(&vendor).unwrap();
+    nix::unistd::mkfifo(&vendor, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // A CPU list that, expanded, would take 16 GiB.
+    fs::write(node.root().join("devices/system/node/node0/cpulist"), "0-4294967295\n").unwrap();
+
+    let found = discover(&SysfsRoot::new(node.root())).unwrap();
+    let texts: Vec<String> = found.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(found.pfs.iter().map(|pf| pf.function.address).collect::<Vec<_>>(), [pfs[2]], "{texts:?}");
+    let about = |device: Option<PciAddress>, want: &str| {
+        assert!(
+            found.problems.iter().any(|p| p.device == device && p.to_string().contains(want)),
+            "{device:?} {want:?} in {texts:?}"
+        );
+    };
+    about(Some(pfs[0]), "which does not exist");
+    about(Some(pfs[1]), "vendor: malformed value \"a FIFO\" (expected a regular file)");
+    about(None, "cpulist");
+}

@@ -79,6 +79,10 @@ impl FakeLink {
             peer: self.peer.map(|(index, _)| index),
             peer_netnsid: self.peer.and_then(|(_, elsewhere)| elsewhere.then_some(0)),
             controller: self.controller,
+            parent_device: match self.kind {
+                LinkKind::Device(address) => Some(address.to_string()),
+                _ => None,
+            },
         }
     }
 
@@ -100,6 +104,9 @@ struct World {
     /// Operations to fail: the next one whose description starts with the prefix fails with
     /// the errno, once.
     fail: Vec<(String, Errno)>,
+    /// Links to make appear just before the next operation whose description starts with the
+    /// prefix: side and name (another process's link, made meanwhile).
+    appear: Vec<(String, Side, String)>,
 }
 
 /// The in-memory kernel; clones share one world.
@@ -148,6 +155,28 @@ impl World {
         }
         self.log.push(what);
         Ok(())
+    }
+
+    /// Makes the links appear that a test asked for before an operation like `what`.
+    fn appear(&mut self, what: &str) {
+        while let Some(i) = self.appear.iter().position(|(prefix, _, _)| what.starts_with(prefix.as_str())) {
+            let (_, side, name) = self.appear.remove(i);
+            let index = self.new_index();
+            let link = FakeLink {
+                index,
+                name,
+                alt_names: Vec::new(),
+                kind: LinkKind::Bridge,
+                mac: None,
+                mtu: 1500,
+                up: true,
+                controller: None,
+                peer: None,
+                addresses: Vec::new(),
+                routes: Vec::new(),
+            };
+            let _ = self.add(side, link);
+        }
     }
 
     fn add(&mut self, side: Side, link: FakeLink) -> Result<(), KernelError> {
@@ -252,6 +281,13 @@ impl FakeKernel {
     /// after too.
     pub fn fail_next(&self, prefix: &str, errno: Errno) {
         self.world().fail.push((prefix.to_owned(), errno));
+    }
+
+    /// Makes a link named `name` appear on `side` just before the next operation whose
+    /// description starts with `prefix`: what another process does between two of the call's
+    /// requests.
+    pub fn appear_before(&self, prefix: &str, side: Side, name: &str) {
+        self.world().appear.push((prefix.to_owned(), side, name.to_owned()));
     }
 
     /// The pod's namespace dies: its veths and bonds with it; physical netdevs go back to the
@@ -361,6 +397,10 @@ impl Kernel for FakeKernel {
         Ok(index)
     }
 
+    /// As `do_setlink` does a move with a name: `__dev_change_net_namespace` uses the name
+    /// given only when the link's own name is taken in the target (EEXIST when that one is
+    /// too, nothing moved); else the link moves under its own name, and the rename that
+    /// follows, in the target, can fail (EEXIST) with the link already moved.
     fn move_link(&self, from: Side, index: u32, name: Option<&IfName>) -> Result<(), KernelError> {
         let mut world = self.world();
         let to = from.other();
@@ -371,18 +411,21 @@ impl Kernel for FakeKernel {
             name.map(|n| format!(" as {n}")).unwrap_or_default()
         );
         world.ns(to)?;
+        world.appear(&what);
         let link =
             world.ns(from)?.get(&index).cloned().ok_or_else(|| refused(what.clone(), Errno::ENODEV))?;
-        let target = name.map_or_else(|| link.name.clone(), ToString::to_string);
-        // The kernel checks the name (and the link's altnames) in the target before moving.
-        if world.name_taken(to, &target, None)?
-            || link.alt_names.iter().any(|a| world.ns(to).is_ok_and(|ns| ns.values().any(|l| l.is_named(a))))
-        {
+        let own_taken = world.name_taken(to, &link.name, None)?;
+        let moved_as = match name {
+            _ if !own_taken => link.name.clone(),
+            Some(name) if !world.name_taken(to, name.as_str(), None)? => name.to_string(),
+            _ => return Err(refused(what, Errno::EEXIST)),
+        };
+        if link.alt_names.iter().any(|a| world.ns(to).is_ok_and(|ns| ns.values().any(|l| l.is_named(a)))) {
             return Err(refused(what, Errno::EEXIST));
         }
-        world.change(what)?;
+        world.change(what.clone())?;
         let mut link = world.ns_mut(from)?.remove(&index).ok_or(KernelError::NoPod)?;
-        link.name = target;
+        link.name = moved_as;
         link.up = false;
         link.controller = None;
         link.addresses.clear();
@@ -395,7 +438,18 @@ impl Kernel for FakeKernel {
         }
         let index = if world.ns(to)?.contains_key(&index) { world.new_index() } else { index };
         link.index = index;
-        world.add(to, link)
+        let current = link.name.clone();
+        world.add(to, link)?;
+        match name {
+            Some(name) if name.as_str() != current => {
+                if world.name_taken(to, name.as_str(), Some(index))? {
+                    return Err(refused(format!("{what} (moved as {current}, not renamed)"), Errno::EEXIST));
+                }
+                world.link_mut(to, index, &what)?.name = name.to_string();
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     fn rename(&self, side: Side, index: u32, name: &IfName) -> Result<(), KernelError> {
@@ -621,10 +675,25 @@ mod tests {
         assert_eq!(err.errno(), Some(Errno::EEXIST as i32), "{err}");
         kernel.del_alt_name(Side::Host, vf, "net1").unwrap();
         kernel.add_device(Side::Pod, "eth0", "0000:99:00.0".parse().unwrap(), None, true);
-        // A name taken in the target fails the move before anything moves.
+        // A name taken in the target fails the rename after the move: the link is in the pod
+        // under its own name, and the pod's eth0 is untouched.
         let err = kernel.move_link(Side::Host, vf, Some(&name("eth0"))).unwrap_err();
         assert_eq!(err.errno(), Some(Errno::EEXIST as i32));
-        assert!(kernel.find(Side::Host, "ens1f0v1").is_some());
+        assert!(kernel.find(Side::Host, "ens1f0v1").is_none());
+        assert_eq!(kernel.link(Side::Pod, &name("ens1f0v1")).unwrap().unwrap().index, vf);
+        assert_eq!(
+            kernel.find(Side::Pod, "eth0").unwrap().kind,
+            LinkKind::Device("0000:99:00.0".parse().unwrap())
+        );
+        // Its own name taken in the target, the name given is used; both taken, nothing moves.
+        kernel.add_device(Side::Host, "ens1f0v1", "0000:98:00.0".parse().unwrap(), None, false);
+        let err = kernel.move_link(Side::Pod, vf, None).unwrap_err();
+        assert_eq!(err.errno(), Some(Errno::EEXIST as i32));
+        kernel.move_link(Side::Pod, vf, Some(&name("vf1"))).unwrap();
+        assert_eq!(
+            kernel.link(Side::Host, &name("vf1")).unwrap().unwrap().parent_device.as_deref(),
+            Some("0000:20:02.1")
+        );
         kernel.move_link(Side::Host, vf, Some(&name("net1"))).unwrap();
         kernel.configure(Side::Pod, vf, LinkSettings { mtu: Some(9000), ..LinkSettings::UP }).unwrap();
         assert_eq!(

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use plexus_hw::discover::VfLocation;
-use plexus_hw::kernel::{Kernel, LinkSettings, Side, Veth};
+use plexus_hw::kernel::{Kernel, LinkInfo, LinkSettings, Side, Veth};
 use plexus_hw::vf::{VfChange, VfControl, VfError, VfState};
 use plexus_hw::{IfName, MacAddr, PciAddress, SysfsRoot, VfIndex};
 
@@ -62,6 +62,24 @@ impl VfControl for SimVfControl {
 
     fn set(&self, _kernel: &dyn Kernel, pf: &IfName, vf: VfIndex, change: &VfChange) -> Result<(), VfError> {
         self.store.set(pf, vf, change)
+    }
+
+    /// A veth has no parent device: the VF's veth is the representor's peer, when that peer is
+    /// the pod-side link whose own peer is the representor.
+    fn pod_netdev(&self, kernel: &dyn Kernel, vf: &VfLocation) -> Result<Option<LinkInfo>, VfError> {
+        let what = format!("finding the netdev of VF {} in the pod", vf.address);
+        let Some(pf) = &vf.pf_netdev else { return Ok(None) };
+        if !self.links || !kernel.has_pod() {
+            return Ok(None);
+        }
+        let representor =
+            name(representor_name(pf.as_str(), vf.index)).map_err(|e| failed(what.clone(), e))?;
+        let Some(rep) = kernel.link(Side::Host, &representor).map_err(Self::kernel(&what))? else {
+            return Ok(None);
+        };
+        let (Some(peer), Some(_)) = (rep.peer, rep.peer_netnsid) else { return Ok(None) };
+        let link = kernel.link_by_index(Side::Pod, peer).map_err(Self::kernel(&what))?;
+        Ok(link.filter(|l| l.peer == Some(rep.index) && l.peer_netnsid.is_some()))
     }
 
     /// Finds the VF's veth through its representor, which never leaves the node's namespace:

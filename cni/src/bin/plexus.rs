@@ -99,22 +99,38 @@ fn forwarded(stdin: &[u8]) -> Outcome {
             Outcome { stdout: reply.to_json(&entry::error_version(stdin)), code: 1 }
         }
         Forwarded::AgentDown { .. } => locally(stdin),
+        Forwarded::TooLarge { size } => too_large(format!("the call ({size} bytes)"), stdin),
     }
+}
+
+/// The answer to a call larger than [`forward::MAX_MESSAGE`]; `what` says what is too large.
+fn too_large(what: String, stdin: &[u8]) -> Outcome {
+    let reply = ErrorReply {
+        code: ErrorCode::InvalidNetworkConfig.into(),
+        msg: format!("{what} is larger than the {} bytes Plexus takes", forward::MAX_MESSAGE),
+        details: String::new(),
+    };
+    Outcome { stdout: reply.to_json(&entry::error_version(stdin)), code: 1 }
 }
 
 fn main() -> ExitCode {
     let mut stdin = Vec::new();
-    // A failed read leaves stdin empty, which the call reports as an unparsable config.
-    let _ = std::io::stdin().read_to_end(&mut stdin);
+    // A failed read leaves stdin empty, which the call reports as an unparsable config. A
+    // config is a few kB: more than the limit is refused, and not read to its end.
+    let _ = std::io::stdin().take(forward::MAX_MESSAGE + 1).read_to_end(&mut stdin);
     let called_as = std::env::args_os()
         .next()
         .and_then(|arg0| std::path::Path::new(&arg0).file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default();
-    let outcome = match called_as.as_str() {
-        "sriov" | "userspace" | "bond" => alone(&called_as, &stdin),
-        _ => None,
-    }
-    .unwrap_or_else(|| forwarded(&stdin));
+    let outcome = if stdin.len() as u64 > forward::MAX_MESSAGE {
+        too_large("the network configuration on stdin".into(), &[])
+    } else {
+        match called_as.as_str() {
+            "sriov" | "userspace" | "bond" => alone(&called_as, &stdin),
+            _ => None,
+        }
+        .unwrap_or_else(|| forwarded(&stdin))
+    };
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(outcome.stdout.as_bytes());
     let _ = stdout.flush();

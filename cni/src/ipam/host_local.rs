@@ -123,6 +123,10 @@ fn parse(request: &Request<'_>) -> Result<Config, ConfigError> {
         None if keys.value("subnet").is_some() => sets.push(vec![Range::parse(&keys, "ipam")?]),
         None => return Err(invalid("ranges", "missing (or subnet)")),
     }
+    // As host-local does ("no IP ranges specified"): an ADD without an address is no ADD.
+    if sets.is_empty() {
+        return Err(invalid("ranges", "is empty: no IP ranges specified"));
+    }
     let network = request.network_name()?;
     if network.is_empty() || network.contains('/') || network.starts_with('.') {
         return Err(invalid("name", format!("{network:?} cannot name a store directory")));
@@ -168,14 +172,12 @@ impl Store {
 
     /// Reserves `ip` for `owner`; false when it is taken.
     fn reserve(&self, ip: IpAddr, owner: &str, set: usize) -> Result<bool, IpamError> {
-        use std::io::Write;
         let path = self.dir.join(ip.to_string());
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut file) => {
-                file.write_all(owner.as_bytes())
-                    .map_err(|e| io_error(&format!("writing {}", path.display()), e))?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        // Whole or not at all: a reservation killed half-made would be an empty file that no
+        // container owns, so no DEL would ever release it.
+        match files::create_whole(&path, owner.as_bytes()) {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
             Err(e) => return Err(io_error(&format!("creating {}", path.display()), e)),
         }
         let last = self.dir.join(format!("{LAST_RESERVED}{set}"));
@@ -321,6 +323,7 @@ pub fn del(request: &Request<'_>) -> Result<(), Error> {
         return Ok(());
     }
     let store = Store::open(&config.dir)?;
+    files::sweep(&config.dir);
     // Every address of the interface is released, whatever one of them does.
     let mut errors = ErrorList::new();
     for (ip, text) in store.reservations()? {

@@ -142,6 +142,48 @@ pub fn remove(cni_dir: &Path, container_id: &str) -> Result<(), CacheError> {
         Err(e) => Err(io("removing", &file)(e)),
     }
 }
+/// The directory of the per-container locks, in the cache directory (a dot-name, so never
+/// taken for an entry).
+const LOCKS: &str = ".locks";
+
+fn lock_path(cni_dir: &Path, container_id: &str) -> PathBuf {
+    cni_dir.join(LOCKS).join(container_id)
+}
+
+/// Takes container `container_id`'s lock, waiting for its holder: ADD, DEL and CHECK of one
+/// container run one after another, in the agent and in `plexus` binaries alike (a DEL sent
+/// while an ADD still runs waits for it, then undoes what it did). The kernel drops the lock
+/// of a process that dies.
+pub fn lock(cni_dir: &Path, container_id: &str) -> Result<crate::files::Locked, CacheError> {
+    let path = lock_path(cni_dir, container_id);
+    match crate::files::lock_entry(&path, true) {
+        Ok(Some(held)) => Ok(held),
+        Ok(None) => Err(io("locking", &path)(std::io::ErrorKind::WouldBlock.into())),
+        Err(e) => Err(io("locking", &path)(e)),
+    }
+}
+
+/// [`lock`] when nobody holds it, else `None` (GC passes over a container in use).
+pub fn try_lock(cni_dir: &Path, container_id: &str) -> Result<Option<crate::files::Locked>, CacheError> {
+    let path = lock_path(cni_dir, container_id);
+    crate::files::lock_entry(&path, false).map_err(io("locking", &path))
+}
+
+/// Lets go of container `container_id`'s lock; its file goes too once the container has no
+/// entry (nothing left for a later call to wait on).
+pub fn unlock(cni_dir: &Path, container_id: &str, held: crate::files::Locked) {
+    if !path(cni_dir, container_id).exists()
+        && let Err(e) = held.remove()
+    {
+        tracing::warn!("removing the lock of container {container_id}: {e}");
+    }
+}
+
+/// Removes the temporary files of saves a killed process left in the cache directory.
+pub fn sweep(cni_dir: &Path) {
+    crate::files::sweep(cni_dir);
+}
+
 /// The container IDs with an entry.
 pub fn list(cni_dir: &Path) -> Vec<String> {
     let mut ids: Vec<String> = std::fs::read_dir(cni_dir)

@@ -196,7 +196,7 @@ mod tests {
                 "NamespaceIsolation must be true or false",
             ),
             (br#"{"cniVersion": "1.0.0", "clusterNetwork": "x", "logLevel": "loud"}"#, "\"loud\""),
-            (br#"{"cniVersion": "1.0.0", "delegates": [{"name": "x"}]}"#, "delegates[0]: no type"),
+            (br#"{"cniVersion": "1.0.0", "delegates": [{"name": "x"}]}"#, "delegates[0]: type: missing"),
         ];
         for (text, want) in cases {
             let err = MetaConfig::parse(text).unwrap_err();

@@ -82,6 +82,12 @@ pub fn device_info_for_cni(
     container_id: &str,
     ifname: &str,
 ) -> Option<Value> {
+    // A device ID is the kubelet's word for what the device plugin gave: one that is no plain
+    // name (a PCI address, a socket name) is not looked up as a path.
+    if id.is_empty() || id.contains('/') || id.starts_with('.') {
+        tracing::warn!("device ID {id:?} of {resource} cannot name a device-info file");
+        return None;
+    }
     let dp = devinfo_dir.join("dp").join(format!("{}-{id}-device.json", resource.replace('/', "-")));
     let text = std::fs::read(&dp).ok()?;
     let value: Value = serde_json::from_slice(&text).ok()?;
@@ -98,14 +104,17 @@ pub fn written_device_info(devinfo_dir: &Path, container_id: &str, ifname: &str)
     serde_json::from_slice(&text).ok()
 }
 
-/// Removes the CNI-side device-info copies of a container.
-pub fn forget_device_info(devinfo_dir: &Path, container_id: &str) {
-    let prefix = format!("{container_id}-");
-    for entry in std::fs::read_dir(devinfo_dir.join("cni")).into_iter().flatten().flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = std::fs::remove_file(entry.path());
-        }
+/// Removes the CNI-side device-info copies of a container's interfaces `ifnames`, and what
+/// killed writers left. Named exactly: a container ID may be another's with `-...` after it.
+pub fn forget_device_info<'a>(
+    devinfo_dir: &Path,
+    container_id: &str,
+    ifnames: impl Iterator<Item = &'a str>,
+) {
+    for ifname in ifnames {
+        let _ = std::fs::remove_file(cni_device_info_path(devinfo_dir, container_id, ifname));
     }
+    crate::files::sweep(&devinfo_dir.join("cni"));
 }
 
 /// The kubelet's checkpoint file: `Data.PodDeviceEntries[]` with `PodUID`, `ContainerName`,
@@ -190,7 +199,10 @@ mod tests {
         let copy = dir.path().join("cni/cid-net1-device.json");
         assert_eq!(std::fs::read_to_string(&copy).unwrap(), info);
         assert!(device_info_for_cni(dir.path(), "intel.com/sriov", "0000:20:02.2", "cid", "net2").is_none());
-        forget_device_info(dir.path(), "cid");
+        // Another container whose ID begins with this one's.
+        device_info_for_cni(dir.path(), "intel.com/sriov", "0000:20:02.1", "cid-2", "net1").unwrap();
+        forget_device_info(dir.path(), "cid", ["net1"].into_iter());
         assert!(!copy.exists());
+        assert!(dir.path().join("cni/cid-2-net1-device.json").exists());
     }
 }

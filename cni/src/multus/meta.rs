@@ -141,6 +141,23 @@ impl MetaPlugin<'_> {
 
     /// ADD, waiting at most `wait` for the readiness indicator file.
     pub fn add_with_readiness_wait(&self, invocation: &Invocation, wait: Duration) -> Result<Value, Error> {
+        self.locked(invocation, || self.add_locked(invocation, wait))
+    }
+
+    /// Runs `verb` holding the container's lock (see [`cache::lock`]).
+    fn locked<T>(
+        &self,
+        invocation: &Invocation,
+        verb: impl FnOnce() -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let dir = &self.config.cni_dir;
+        let held = timed("lock", || cache::lock(dir, &invocation.container_id))?;
+        let result = verb();
+        cache::unlock(dir, &invocation.container_id, held);
+        result
+    }
+
+    fn add_locked(&self, invocation: &Invocation, wait: Duration) -> Result<Value, Error> {
         self.wait_for_readiness(wait)?;
         let planner = self.planner();
         let pod = timed("pod", || planner.pod(invocation))?;
@@ -183,8 +200,9 @@ impl MetaPlugin<'_> {
         Ok(CniResult::from_value(&cluster_result)?.to_value(self.config.cni_version))
     }
 
-    /// Deletes attachments `0..=last` in reverse after a failed ADD, and the cache with them;
-    /// what fails is logged.
+    /// Deletes attachments `0..=last` in reverse after a failed ADD, and the cache with them
+    /// once every one is undone; what fails is logged, and its cache entry stays, so that the
+    /// runtime's DEL finishes the job.
     fn roll_back(&self, delegator: &Delegator<'_>, invocation: &Invocation, entry: &CacheEntry, last: usize) {
         let mut errors = ErrorList::new();
         for att in entry.attachments[..=last].iter().rev() {
@@ -205,9 +223,11 @@ impl MetaPlugin<'_> {
                 Err(err) => errors.push(Error::from(err).context(format!("network {}", att.name))),
             }
         }
-        errors.keep(cache::remove(&self.config.cni_dir, &entry.container_id));
+        if errors.is_empty() {
+            errors.keep(cache::remove(&self.config.cni_dir, &entry.container_id));
+        }
         for err in errors.iter() {
-            tracing::warn!("rolling back: {err}");
+            tracing::warn!("rolling back (kept for DEL): {err}");
         }
     }
 
@@ -229,6 +249,11 @@ impl MetaPlugin<'_> {
     /// attachments are rebuilt from the API when the pod is still there; else nothing was ever
     /// attached (the cache is written before any delegate runs) and DEL succeeds.
     pub fn del(&self, invocation: &Invocation) -> Result<(), Error> {
+        self.locked(invocation, || self.del_locked(invocation))
+    }
+
+    fn del_locked(&self, invocation: &Invocation) -> Result<(), Error> {
+        cache::sweep(&self.config.cni_dir);
         let entry = match cache::load(&self.config.cni_dir, &invocation.container_id) {
             Ok(Some(entry)) => entry,
             Ok(None) => match self.rebuild(invocation) {
@@ -265,7 +290,8 @@ impl MetaPlugin<'_> {
             }
         }
         if let Some(devices) = self.devices {
-            forget_device_info(devices.devinfo_dir(), &entry.container_id);
+            let ifnames = entry.attachments.iter().map(|a| a.ifname.as_str());
+            forget_device_info(devices.devinfo_dir(), &entry.container_id, ifnames);
         }
         if errors.is_empty() || !self.config.retry_delete_on_error {
             errors.keep(cache::remove(&self.config.cni_dir, &entry.container_id));
@@ -292,6 +318,10 @@ impl MetaPlugin<'_> {
     /// CHECK: every attachment against its cached result (Multus checks none when it uses
     /// `clusterNetwork`).
     pub fn check(&self, invocation: &Invocation) -> Result<(), Error> {
+        self.locked(invocation, || self.check_locked(invocation))
+    }
+
+    fn check_locked(&self, invocation: &Invocation) -> Result<(), Error> {
         let entry = cache::load(&self.config.cni_dir, &invocation.container_id)?
             .ok_or_else(|| MetaError::NotAdded(invocation.container_id.clone()))?;
         let kernel = self.node.session(invocation.netns.as_deref());
@@ -344,7 +374,8 @@ impl MetaPlugin<'_> {
     }
 
     /// GC: deletes what is cached for attachments the runtime no longer knows
-    /// (`cni.dev/valid-attachments` on stdin); keeps going past a failure.
+    /// (`cni.dev/valid-attachments` on stdin), passing over a container another call is
+    /// working on; removes what killed calls left; keeps going past a failure.
     pub fn gc(&self, stdin: &Value) -> Result<(), Error> {
         let valid: BTreeSet<(String, String)> = stdin
             .get("cni.dev/valid-attachments")
@@ -356,13 +387,28 @@ impl MetaPlugin<'_> {
             })
             .collect();
         let mut errors = ErrorList::new();
-        for container_id in cache::list(&self.config.cni_dir) {
-            let Ok(Some(entry)) = cache::load(&self.config.cni_dir, &container_id) else {
-                continue;
+        let dir = &self.config.cni_dir;
+        cache::sweep(dir);
+        for container_id in cache::list(dir) {
+            let held = match cache::try_lock(dir, &container_id) {
+                Ok(Some(held)) => held,
+                Ok(None) => continue,
+                Err(err) => {
+                    errors.push(Error::from(err).context(format!("container {container_id}")));
+                    continue;
+                }
             };
-            if valid.contains(&(entry.container_id.clone(), entry.ifname.to_string())) {
-                continue;
-            }
+            let entry = match cache::load(dir, &container_id) {
+                Ok(Some(entry))
+                    if !valid.contains(&(entry.container_id.clone(), entry.ifname.to_string())) =>
+                {
+                    entry
+                }
+                _ => {
+                    cache::unlock(dir, &container_id, held);
+                    continue;
+                }
+            };
             let invocation = Invocation {
                 command: Command::Del,
                 container_id: entry.container_id.clone(),
@@ -380,9 +426,10 @@ impl MetaPlugin<'_> {
                 path: self.path.clone(),
                 devices: self.devices,
             };
-            if let Err(err) = stale.del(&invocation) {
+            if let Err(err) = stale.del_locked(&invocation) {
                 errors.push(err.context(format!("container {container_id}")));
             }
+            cache::unlock(dir, &container_id, held);
         }
         errors.into_result()
     }

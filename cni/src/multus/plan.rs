@@ -224,8 +224,9 @@ pub struct Network {
 impl Planner<'_> {
     /// A cluster or default network named by `clusterNetwork` / `defaultNetworks` (or the
     /// default-network annotation): a NAD in `namespace` when the API is there, else a conf
-    /// by name, a directory or a file.
-    fn reference(&self, reference: &str, namespace: &str) -> Result<Network, Error> {
+    /// by name, a directory or a file. What a pod names (`from_pod`) is a NAD, else a conf in
+    /// confDir by name: never a path, which a pod's author could point anywhere on the node.
+    fn reference(&self, reference: &str, namespace: &str, from_pod: bool) -> Result<Network, Error> {
         let (ns, name) = match reference.split_once('/') {
             Some((ns, name)) if selection::is_dns1123_label(ns) && selection::is_dns1123_subdomain(name) => {
                 (ns, name)
@@ -245,7 +246,16 @@ impl Planner<'_> {
                 resource,
             });
         }
-        let found = resolve::static_network(reference, &self.config.conf_dir)?;
+        let found = if from_pod {
+            resolve::by_name_in_dir(&self.config.conf_dir, name)?.ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("network {reference:?}"),
+                    format!("no NAD, and no conf named {name:?} in {}", self.config.conf_dir.display()),
+                )
+            })?
+        } else {
+            resolve::static_network(reference, &self.config.conf_dir)?
+        };
         let name = found.config.name().unwrap_or(reference).to_owned();
         Ok(Network { name, found, selection: None, resource: None })
     }
@@ -285,10 +295,10 @@ impl Planner<'_> {
             }
             let element = elements.remove(0);
             let ns = element.namespace.clone().unwrap_or_else(|| self.config.multus_namespace.clone());
-            let network = self.reference(&format!("{ns}/{}", element.name), &ns)?;
+            let network = self.reference(&format!("{ns}/{}", element.name), &ns, true)?;
             Network { selection: Some(element), ..network }
         } else if let Some(reference) = &self.config.cluster_network {
-            self.reference(reference, &self.config.multus_namespace)?
+            self.reference(reference, &self.config.multus_namespace, false)?
         } else {
             let config = self
                 .config
@@ -348,7 +358,7 @@ impl Planner<'_> {
         let system = pod.is_some_and(|p| self.config.system_namespaces.contains(&p.namespace));
         if !system {
             for reference in &self.config.default_networks {
-                networks.push(self.reference(reference, &self.config.multus_namespace)?);
+                networks.push(self.reference(reference, &self.config.multus_namespace, false)?);
             }
         }
         if let Some(text) = pod.and_then(|p| p.annotations.get(NETWORKS_ANNOTATION)) {

@@ -37,16 +37,33 @@ fn conf_files(dir: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-/// The conf in `dir` whose `name` is `name`; files that do not parse are skipped.
-pub fn by_name_in_dir(dir: &Path, name: &str) -> Option<Found> {
-    conf_files(dir).iter().filter_map(|p| read(p).ok()).find(|f| f.config.name() == Some(name))
+/// The conf in `dir` whose `name` is `name`, `Ok(None)` when there is none. A file that does
+/// not parse is passed over (with a warning), unless it says it is `name`: then its error,
+/// which names the file and the key, is the answer, not "no conf named so".
+pub fn by_name_in_dir(dir: &Path, name: &str) -> Result<Option<Found>, ConfigError> {
+    for path in conf_files(dir) {
+        match read(&path) {
+            Ok(found) if found.config.name() == Some(name) => return Ok(Some(found)),
+            Ok(_) => {}
+            Err(err) if names_itself(&path, name) => return Err(err),
+            Err(err) => tracing::warn!("passing over {}: {err}", path.display()),
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the file at `path` is JSON whose `name` is `name`, however broken otherwise.
+fn names_itself(path: &Path, name: &str) -> bool {
+    let Ok(text) = std::fs::read(path) else { return false };
+    let value: Option<serde_json::Value> = serde_json::from_slice(&text).ok();
+    value.as_ref().and_then(|v| v.get("name")).and_then(serde_json::Value::as_str) == Some(name)
 }
 
 /// A cluster or default network given as `clusterNetwork` / `defaultNetworks` when it is not a
 /// NAD: a conf in `conf_dir` with that name, else a directory (its first conf file), else a
 /// conf file.
 pub fn static_network(reference: &str, conf_dir: &Path) -> Result<Found, ConfigError> {
-    if let Some(found) = by_name_in_dir(conf_dir, reference) {
+    if let Some(found) = by_name_in_dir(conf_dir, reference)? {
         return Ok(found);
     }
     let path = Path::new(reference);
@@ -74,7 +91,7 @@ pub fn nad_config(
 ) -> Result<Found, ConfigError> {
     let what = format!("NetworkAttachmentDefinition {namespace}/{name}");
     if spec_config.trim().is_empty() {
-        return by_name_in_dir(conf_dir, name).ok_or_else(|| {
+        return by_name_in_dir(conf_dir, name)?.ok_or_else(|| {
             ConfigError::invalid(
                 what,
                 format!("spec.config is empty and {} has no conf named {name:?}", conf_dir.display()),
@@ -97,6 +114,29 @@ pub fn nad_config(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_broken_conf_of_the_name_asked_for_is_named_with_its_key() {
+        let dir = plexus_sim::scratch("resolve-broken").unwrap();
+        std::fs::write(
+            dir.path().join("10-a.conf"),
+            r#"{"cniVersion": "1.0.0", "name": "net-a", "type": 5}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("20-b.conf"), r#"{"cniVersion": "7", "name": "net-b", "type": "x"}"#)
+            .unwrap();
+        std::fs::write(
+            dir.path().join("30-c.conf"),
+            r#"{"cniVersion": "1.0.0", "name": "net-c", "type": "x"}"#,
+        )
+        .unwrap();
+        let err = static_network("net-a", dir.path()).unwrap_err().to_string();
+        assert!(err.contains("10-a.conf") && err.contains("type: 5 is not a plugin name"), "{err}");
+        let err = static_network("net-b", dir.path()).unwrap_err().to_string();
+        assert!(err.contains("20-b.conf") && err.contains("CNI version"), "{err}");
+        // The broken files do not hide a good one.
+        assert_eq!(static_network("net-c", dir.path()).unwrap().config.name(), Some("net-c"));
+    }
 
     #[test]
     fn a_nad_config_without_a_name_takes_the_nads() {

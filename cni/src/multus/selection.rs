@@ -182,9 +182,9 @@ fn validate(annotation: &str, index: usize, e: &NetworkSelection) -> Result<(), 
         return fail(err.to_string());
     }
     if let Some(mac) = &e.mac
-        && let Err(err) = mac.parse::<MacAddr>()
+        && let Err(err) = MacAddr::parse_assignable(mac)
     {
-        return fail(err.to_string());
+        return fail(format!("mac: {err}"));
     }
     for ip in &e.ips {
         if let Err(err) = ip.parse::<IpPrefix>() {
@@ -240,7 +240,11 @@ mod tests {
             ("net-a@this-name-is-too-long", "[0] (net-a): invalid interface name"),
             ("NS/net", "namespace \"NS\""),
             ("a,,b", "[1] (): empty element"),
-            (r#"[{"name": "x", "mac": "zz"}]"#, "[0] (x): invalid MAC"),
+            (r#"[{"name": "x", "mac": "zz"}]"#, "[0] (x): mac: invalid MAC"),
+            (
+                r#"[{"name": "x", "mac": "ff:ff:ff:ff:ff:ff"}]"#,
+                "[0] (x): mac: ff:ff:ff:ff:ff:ff is the broadcast",
+            ),
             (r#"[{"name": "x", "ips": ["10.0.0.1"]}]"#, "[0] (x): ips:"),
             (r#"[{"name": "x", "interface": "a b"}]"#, "[0] (x): invalid interface name"),
             (r#"[{"name": "x", "default-route": ["gw"]}]"#, "default-route: \"gw\""),

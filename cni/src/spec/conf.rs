@@ -76,6 +76,16 @@ pub enum NetworkConfig {
     List(Map<String, Value>),
 }
 
+/// Why a `type` value names no plugin, when it does not.
+fn plugin_type(value: Option<&Value>) -> Result<(), String> {
+    match value {
+        None => Err("missing".into()),
+        Some(Value::String(name)) if !name.is_empty() => Ok(()),
+        Some(Value::String(_)) => Err("empty".into()),
+        Some(other) => Err(format!("{other} is not a plugin name (a string)")),
+    }
+}
+
 impl NetworkConfig {
     /// Parses config bytes; `what` names them in errors (a file, a NAD).
     pub fn parse(bytes: &[u8], what: &str) -> Result<Self, ConfigError> {
@@ -101,15 +111,12 @@ impl NetworkConfig {
                 return Err(invalid("plugins is empty".into()));
             }
             for (i, plugin) in list.iter().enumerate() {
-                if plugin.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
-                    return Err(invalid(format!("plugins[{i}] has no type")));
-                }
+                plugin_type(plugin.get("type"))
+                    .map_err(|why| invalid(format!("plugins[{i}].type: {why}")))?;
             }
             Ok(Self::List(map))
         } else {
-            if map.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
-                return Err(invalid("no type".into()));
-            }
+            plugin_type(map.get("type")).map_err(|why| invalid(format!("type: {why}")))?;
             Ok(Self::Conf(map))
         }
     }
@@ -220,12 +227,14 @@ mod tests {
 
     #[test]
     fn bad_configs_get_the_spec_codes() {
-        let cases: [(&[u8], u32, &str); 5] = [
+        let cases: [(&[u8], u32, &str); 7] = [
             (b"{", 6, "not valid JSON"),
             (b"[]", 7, "JSON object"),
-            (br#"{"name":"a"}"#, 7, "no type"),
+            (br#"{"name":"a"}"#, 7, "type: missing"),
+            (br#"{"name":"a","type":5}"#, 7, "type: 5 is not a plugin name"),
             (br#"{"cniVersion":"9.9.9","type":"x"}"#, 1, "unsupported CNI version"),
-            (br#"{"plugins":[{"name":"n"}]}"#, 7, "plugins[0] has no type"),
+            (br#"{"cniVersion":1,"type":"x"}"#, 7, "cniVersion must be a string"),
+            (br#"{"plugins":[{"name":"n"}]}"#, 7, "plugins[0].type: missing"),
         ];
         for (bytes, code, text) in cases {
             let err = NetworkConfig::parse(bytes, "net.conf").unwrap_err();

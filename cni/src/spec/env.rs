@@ -135,6 +135,8 @@ impl Call {
             Command::Gc => Ok(Self::Gc { path: split(Some(need("CNI_PATH")?)) }),
             Command::Add | Command::Del | Command::Check => {
                 let container_id = need("CNI_CONTAINERID")?;
+                check_container_id(&container_id)
+                    .map_err(|reason| EnvError::Invalid { name: "CNI_CONTAINERID", reason })?;
                 let netns = match command {
                     Command::Del => value("CNI_NETNS"),
                     _ => Some(need("CNI_NETNS")?),
@@ -221,6 +223,32 @@ impl Invocation {
     }
 }
 
+/// The longest container ID taken. The spec sets no limit, but the ID names files
+/// (`<id>-<ifname>-device.json`, a cache entry and its temporary name), and a file name has at
+/// most 255 bytes; runtimes use 64 hex digits.
+pub const MAX_CONTAINER_ID: usize = 200;
+
+/// Checks a container ID as the spec defines it (libcni's `ValidateContainerID`): it starts
+/// with an alphanumeric character, then alphanumerics, `_`, `.` and `-`. Such an ID names a
+/// file inside its store and nothing else (no `/`, never `.` or `..`).
+pub fn check_container_id(id: &str) -> Result<(), String> {
+    let mut chars = id.chars();
+    match chars.next() {
+        None => return Err("empty".into()),
+        Some(c) if !c.is_ascii_alphanumeric() => {
+            return Err(format!("{id:?} must start with a letter or digit"));
+        }
+        Some(_) => {}
+    }
+    if let Some(bad) = chars.find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+        return Err(format!("{id:?} has {bad:?}; only letters, digits, '_', '.' and '-' are allowed"));
+    }
+    if id.len() > MAX_CONTAINER_ID {
+        return Err(format!("{} bytes long, more than {MAX_CONTAINER_ID}", id.len()));
+    }
+    Ok(())
+}
+
 /// Splits `K=V;K=V` (pairs without `=` are dropped).
 pub fn parse_cni_args(args: &str) -> Vec<(String, String)> {
     args.split(';')
@@ -286,5 +314,42 @@ mod tests {
         ];
         let err = Call::from_env(env(&bad)).unwrap_err();
         assert!(matches!(err, EnvError::Invalid { name: "CNI_IFNAME", .. }), "{err}");
+    }
+
+    #[test]
+    fn container_ids_are_the_specs_and_never_a_path() {
+        let call = |cid: &str, ifname: &str| {
+            Call::from_env(env(&[
+                ("CNI_COMMAND", "DEL"),
+                ("CNI_CONTAINERID", cid),
+                ("CNI_IFNAME", ifname),
+                ("CNI_PATH", "/x"),
+            ]))
+        };
+        for ok in ["c1", "0a1b2c", "A.b_c-d", &"f".repeat(64)] {
+            assert_eq!(attachment(call(ok, "eth0").unwrap()).container_id, ok);
+        }
+        for bad in [
+            "/abs/path",
+            "../x",
+            "../../x",
+            ".",
+            "..",
+            "-x",
+            "_x",
+            ".x",
+            "a/b",
+            "a b",
+            "a\nb",
+            "ü",
+            &"a".repeat(201),
+        ] {
+            let err = call(bad, "eth0").unwrap_err();
+            assert!(matches!(err, EnvError::Invalid { name: "CNI_CONTAINERID", .. }), "{bad}: {err}");
+            assert_eq!(crate::error::Failure::code(&err), 4);
+        }
+        let err = call("c1", "eth%d").unwrap_err();
+        assert!(matches!(err, EnvError::Invalid { name: "CNI_IFNAME", .. }), "{err}");
+        assert!(err.to_string().contains('%'), "{err}");
     }
 }

@@ -3,6 +3,7 @@
 //! one from the record ([`super::restore`]).
 
 use plexus_hw::IfName;
+use plexus_hw::discover::VfLocation;
 use plexus_hw::kernel::{Kernel, LinkInfo, LinkSettings, Side};
 use plexus_hw::netns::Netns;
 use serde_json::Value;
@@ -67,6 +68,15 @@ impl Sriov {
                 .link(Side::Host, &name)
                 .map_err(SriovError::from)?
                 .ok_or_else(|| SriovError::Vanished { vf, netdev: name.clone() })?;
+            // Checked before anything changes: a name the pod has (its `lo`, its own `eth0`)
+            // would fail the rename after the kernel moved the VF.
+            if kernel.link(Side::Pod, &invocation.ifname).map_err(SriovError::from)?.is_some() {
+                return Err(SriovError::NameTaken {
+                    ifname: invocation.ifname.clone(),
+                    netns: invocation.netns_str(),
+                }
+                .into());
+            }
             Some((name, info))
         };
         phases.mark("lookup");
@@ -93,7 +103,8 @@ impl Sriov {
         records.save(&record)?;
         phases.mark("record");
 
-        match self.attach(request, &record, &config, netdev.as_ref().map(|(_, info)| info), phases) {
+        let netdev = netdev.as_ref().map(|(_, info)| info);
+        match self.attach(request, &record, &location, &config, netdev, phases) {
             Ok(mut result) => {
                 result.interfaces[0].sandbox = invocation.netns_str();
                 let value = result.to_value(version);
@@ -121,6 +132,7 @@ impl Sriov {
         &self,
         request: &Request<'_>,
         record: &Record,
+        location: &VfLocation,
         config: &SriovConfig,
         netdev: Option<&LinkInfo>,
         phases: &mut Phases,
@@ -141,7 +153,7 @@ impl Sriov {
         };
         let mut pod_index = None;
         if let Some(info) = netdev {
-            let index = move_into_pod(kernel, info, &record.ifname)?;
+            let index = self.move_into_pod(kernel, info, location, &record.ifname)?;
             phases.mark("move");
             let settings = LinkSettings { mac: config.mac, mtu: config.mtu, up: true };
             kernel.configure(Side::Pod, index, settings).map_err(SriovError::from)?;
@@ -175,21 +187,32 @@ impl Sriov {
     }
 }
 
-/// Moves the VF netdev into the pod and renames it there, in one request; returns its index in
-/// the pod.
-fn move_into_pod(kernel: &dyn Kernel, info: &LinkInfo, pod_name: &IfName) -> Result<u32, Error> {
-    // An altname is a name too: one equal to the wanted name (left by udev or by an earlier
-    // rename) makes the rename fail with EEXIST, and the kernel applies the move before the
-    // rename, so the request fails half done. Drop it first.
-    if info.alt_names.iter().any(|a| a == pod_name.as_str()) {
-        kernel.del_alt_name(Side::Host, info.index, pod_name.as_str()).map_err(SriovError::from)?;
+impl Sriov {
+    /// Moves the VF netdev into the pod and renames it there, in one request; returns its index
+    /// in the pod, where it is found by what the kernel says it is.
+    fn move_into_pod(
+        &self,
+        kernel: &dyn Kernel,
+        info: &LinkInfo,
+        location: &VfLocation,
+        pod_name: &IfName,
+    ) -> Result<u32, Error> {
+        // An altname is a name too: one equal to the wanted name (left by udev or by an earlier
+        // rename) makes the rename fail with EEXIST after the move. Drop it first.
+        if info.alt_names.iter().any(|a| a == pod_name.as_str()) {
+            kernel.del_alt_name(Side::Host, info.index, pod_name.as_str()).map_err(SriovError::from)?;
+        }
+        if let Err(error) = kernel.move_link(Side::Host, info.index, Some(pod_name)) {
+            // The kernel moves first and renames after: a link of that name made in the pod
+            // meanwhile fails the rename with the VF already in the pod. The restore finds it
+            // there by what it is.
+            let context = format!("moving VF netdev {} into the pod as {pod_name}", info.name);
+            return Err(Error::from(SriovError::from(error)).context(context));
+        }
+        let moved = self.node.vfs().pod_netdev(kernel, location).map_err(SriovError::from)?;
+        match moved {
+            Some(link) if link.name == pod_name.as_str() => Ok(link.index),
+            _ => Err(SriovError::NotMoved { vf: location.address, ifname: pod_name.clone() }.into()),
+        }
     }
-    if let Err(error) = kernel.move_link(Side::Host, info.index, Some(pod_name)) {
-        // Half done: moved, not renamed (a name or altname in the pod took the wanted name).
-        // Whatever is there is for the restore, which looks under both names.
-        let context = format!("moving VF netdev {} into the pod as {pod_name}", info.name);
-        return Err(Error::from(SriovError::from(error)).context(context));
-    }
-    let moved = kernel.link(Side::Pod, pod_name).map_err(SriovError::from)?;
-    Ok(moved.map(|l| l.index).ok_or_else(|| SriovError::NotMoved(pod_name.clone()))?)
 }

@@ -115,11 +115,13 @@ impl SriovConfig {
         let rate =
             (min.is_some() || max.is_some()).then(|| (min.unwrap_or(0) as u32, max.unwrap_or(0) as u32));
 
-        let mac_of = |k: &Keys<'_>, key: &str| -> Result<Option<MacAddr>, ConfigError> {
-            k.string(key)?.map(|m| m.parse::<MacAddr>().map_err(|e| invalid(key, e))).transpose()
+        // Refused here, naming the key: the kernel would say only "Cannot assign requested
+        // address" for a multicast, broadcast or zero MAC.
+        let mac_of = |k: &Keys<'_>, key: &str, name: &str| -> Result<Option<MacAddr>, ConfigError> {
+            k.string(key)?.map(|m| MacAddr::parse_assignable(&m).map_err(|e| invalid(name, e))).transpose()
         };
-        let admin_mac = mac_of(&keys, "mac")?;
-        let mac = mac_of(&runtime_keys, "mac")?.or(admin_mac);
+        let admin_mac = mac_of(&keys, "mac", "mac")?;
+        let mac = mac_of(&runtime_keys, "mac", "runtimeConfig.mac")?.or(admin_mac);
         let mtu = number(&keys, "mtu", 65535)?.map(|m| m as u32);
         if let Some(m) = mtu
             && m < 68
@@ -217,6 +219,13 @@ mod tests {
             (json!({"link_state": "up"}), "link_state: \"up\""),
             (json!({"min_tx_rate": 500, "max_tx_rate": 100}), "min_tx_rate: 500 is above max_tx_rate 100"),
             (json!({"mac": "02:00:00"}), "mac: invalid MAC"),
+            (json!({"mac": "ff:ff:ff:ff:ff:ff"}), "mac: ff:ff:ff:ff:ff:ff is the broadcast address"),
+            (json!({"mac": "01:00:5e:00:00:01"}), "mac: 01:00:5e:00:00:01 is a multicast address"),
+            (json!({"mac": "00:00:00:00:00:00"}), "mac: 00:00:00:00:00:00 is all zero"),
+            (
+                json!({"runtimeConfig": {"mac": "33:33:00:00:00:01"}}),
+                "runtimeConfig.mac: 33:33:00:00:00:01 is a multicast",
+            ),
             (json!({"mtu": 40}), "mtu: 40 is below 68"),
             (json!({"ipam": "static"}), "ipam: must be an object"),
             (json!({"runtimeConfig": {"ips": ["10.0.0.1"]}}), "runtimeConfig.ips"),

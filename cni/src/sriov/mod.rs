@@ -95,9 +95,22 @@ pub enum SriovError {
         /// The netdev.
         netdev: IfName,
     },
-    /// The move into the pod left no link of the wanted name there.
-    #[error("sriov: {0} is not in the pod after the move")]
-    NotMoved(IfName),
+    /// The pod already has a link of the interface name asked for (`lo`, its own `eth0`).
+    #[error("sriov: the pod already has an interface named {ifname} (netns {netns})")]
+    NameTaken {
+        /// The name.
+        ifname: IfName,
+        /// The pod's namespace.
+        netns: String,
+    },
+    /// The move into the pod left the VF's netdev elsewhere than asked.
+    #[error("sriov: VF {vf}: its netdev is not in the pod as {ifname} after the move")]
+    NotMoved {
+        /// The VF.
+        vf: PciAddress,
+        /// The name asked for.
+        ifname: IfName,
+    },
     /// DEL found the VF's netdev neither in the pod nor back in the host.
     #[error("sriov: VF {vf}: its netdev is neither in the pod ({netns} {ifname}) nor in the host namespace")]
     Lost {

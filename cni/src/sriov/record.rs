@@ -118,6 +118,11 @@ impl Records {
         }
     }
 
+    /// Removes the temporary files of saves a killed process left.
+    pub fn sweep(&self) {
+        files::sweep(&self.dir);
+    }
+
     /// The VF attached for a container's interface, found by scanning the records: for a
     /// DEL whose config lost its `deviceID`.
     pub fn find(&self, container_id: &str, ifname: &IfName) -> Option<PciAddress> {

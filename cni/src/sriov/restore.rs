@@ -57,17 +57,19 @@ impl Sriov {
         pod: PodSide,
     ) -> Result<(), SriovError> {
         let in_pod = pod == PodSide::Call && kernel.has_pod();
-        if in_pod {
-            // Under the pod name; or under the host name when an ADD's move half failed.
-            for name in [&record.ifname, &prior.name] {
-                if let Some(link) = kernel.link(Side::Pod, name)? {
-                    if kernel.move_link(Side::Pod, link.index, Some(&prior.name)).is_err() {
-                        // The old name is taken in the host: move it as it is; renamed below.
-                        kernel.move_link(Side::Pod, link.index, None)?;
-                    }
-                    break;
-                }
-            }
+        // Found by what the kernel says it is, never by name: the pod may have a link of its
+        // own under the name the VF was to have, or the VF's host name (a move that failed
+        // its rename leaves the VF there under its host name).
+        let vfs = self.node.vfs();
+        if in_pod
+            && let Some(link) = vfs.pod_netdev(kernel, location)?
+            && let Err(error) = kernel.move_link(Side::Pod, link.index, Some(&prior.name))
+            // The kernel moves under the link's pod name when the host has none such, and
+            // renames after: a failure may come with the link moved (renamed below). Still in
+            // the pod, it is moved as it is.
+            && let Some(still) = vfs.pod_netdev(kernel, location)?
+        {
+            kernel.move_link(Side::Pod, still.index, None).map_err(|_| error)?;
         }
         let deadline = Instant::now() + RETURN_WAIT;
         let name = loop {
@@ -117,16 +119,26 @@ impl Sriov {
     fn del_inner(&self, request: &Request<'_>, phases: &mut Phases) -> ErrorList {
         let (invocation, raw) = (request.invocation, request.config);
         let mut errors = ErrorList::new();
-        errors.keep(ipam::release(raw, invocation));
-        phases.mark("ipam");
         let records = Records::new(super::data_dir(raw));
         // The config's deviceID, or (a config that lost it) the record of this interface.
         let vf = match SriovConfig::parse(raw) {
             Ok(config) => Some(config.device_id),
             Err(_) => records.find(&invocation.container_id, &invocation.ifname),
         };
-        let Some(vf) = vf else { return errors };
-        let Some(_lock) = errors.keep(records.lock(vf)) else { return errors };
+        // The VF's lock before anything: an ADD of the VF still running (its binary killed on
+        // a timeout) reserves its addresses under that lock, and must finish before they are
+        // released.
+        let lock = match vf.map(|vf| records.lock(vf)).transpose() {
+            Ok(lock) => lock,
+            Err(e) => {
+                errors.push(e);
+                return errors;
+            }
+        };
+        errors.keep(ipam::release(raw, invocation));
+        phases.mark("ipam");
+        let (Some(vf), Some(_lock)) = (vf, lock) else { return errors };
+        records.sweep();
         let record = match records.load(vf) {
             Ok(Some(record)) => record,
             Ok(None) => return errors,

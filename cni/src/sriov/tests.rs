@@ -46,11 +46,21 @@ impl Fixture {
     }
 
     fn call(&self, command: Command, cid: &str, conf: &Value) -> Result<Option<Value>, Error> {
+        self.call_as(command, cid, "net1", conf)
+    }
+
+    fn call_as(
+        &self,
+        command: Command,
+        cid: &str,
+        ifname: &str,
+        conf: &Value,
+    ) -> Result<Option<Value>, Error> {
         let invocation = Invocation {
             command,
             container_id: cid.into(),
             netns: Some("/run/netns/fake-pod".into()),
-            ifname: "net1".parse().unwrap(),
+            ifname: ifname.parse().unwrap(),
             args: String::new(),
             path: vec!["/nonexistent".into()],
         };
@@ -208,4 +218,67 @@ fn a_vf_held_by_another_container_is_not_touched() {
     f.call(Command::Del, "b", &f.conf(json!({}))).unwrap();
     assert_eq!(f.kernel.log().len(), moves, "DEL of another container changes nothing");
     assert!(f.netdev(Side::Pod).is_some());
+}
+
+/// The pod's own links, by name: (name, index, PCI address).
+fn pod_links(f: &Fixture) -> Vec<(String, u32, Option<String>)> {
+    let links = f.kernel.links(Side::Pod).unwrap();
+    links.into_iter().map(|l| (l.name, l.index, l.parent_device)).collect()
+}
+
+#[test]
+fn a_name_the_pod_has_is_refused_before_anything_changes() {
+    let f = Fixture::new("sriov-taken");
+    f.kernel.add_device(Side::Pod, "lo", "0000:99:00.0".parse().unwrap(), None, true);
+    f.kernel.add_device(Side::Pod, "eth0", "0000:99:00.1".parse().unwrap(), None, true);
+    let (prior, host_before, pod_before) = (f.vf(), f.netdev(Side::Host), pod_links(&f));
+    for ifname in ["eth0", "lo"] {
+        let err = f.call_as(Command::Add, "cid", ifname, &full_conf(&f)).unwrap_err();
+        assert!(err.to_string().contains(&format!("already has an interface named {ifname}")), "{err}");
+        assert_eq!(f.kernel.log(), Vec::<String>::new(), "{ifname}: nothing changed");
+        assert_eq!(
+            (f.vf(), f.netdev(Side::Host), pod_links(&f)),
+            (prior.clone(), host_before.clone(), pod_before.clone())
+        );
+        assert_eq!(f.records(), 0);
+        // The runtime's DEL then touches nothing of the pod's.
+        f.call_as(Command::Del, "cid", ifname, &full_conf(&f)).unwrap();
+        assert_eq!(pod_links(&f), pod_before);
+        assert_eq!(f.netdev(Side::Host), host_before);
+    }
+}
+
+#[test]
+fn a_name_taken_in_the_pod_meanwhile_fails_after_the_move_and_the_undo_moves_only_the_vf() {
+    let f = Fixture::new("sriov-race");
+    let (prior, host_before) = (f.vf(), f.netdev(Side::Host));
+    // Another process makes net1 in the pod between the check and the move: the kernel moves
+    // the VF under its own name, then fails the rename.
+    f.kernel.appear_before("move", Side::Pod, "net1");
+    let err = f.call(Command::Add, "cid", &full_conf(&f)).unwrap_err();
+    assert!(err.to_string().contains("EEXIST"), "{err}");
+    assert_eq!(f.netdev(Side::Host), host_before, "the VF back under its name");
+    assert_eq!(f.vf(), prior);
+    let pod = pod_links(&f);
+    assert_eq!(pod.len(), 1, "{pod:?}");
+    assert_eq!((pod[0].0.as_str(), pod[0].2.as_deref()), ("net1", None), "the pod's own net1 stays");
+    assert_eq!(f.records(), 0);
+}
+
+#[test]
+fn del_finds_the_vf_in_the_pod_by_what_it_is_never_by_name() {
+    let f = Fixture::new("sriov-identity");
+    let host_before = f.netdev(Side::Host);
+    f.call(Command::Add, "cid", &f.conf(json!({}))).unwrap();
+    // In the pod, the VF is renamed, and a link of the pod's own takes its name.
+    let vf = f.kernel.find(Side::Pod, "net1").unwrap().index;
+    f.kernel.configure(Side::Pod, vf, plexus_hw::kernel::LinkSettings::DOWN).unwrap();
+    f.kernel.rename(Side::Pod, vf, &"renamed".parse().unwrap()).unwrap();
+    f.kernel.add_device(Side::Pod, "net1", "0000:99:00.1".parse().unwrap(), None, true);
+    f.call(Command::Del, "cid", &f.conf(json!({}))).unwrap();
+    assert_eq!(f.netdev(Side::Host), host_before);
+    let pod = pod_links(&f);
+    assert_eq!(pod.len(), 1, "{pod:?}");
+    assert_eq!((pod[0].0.as_str(), pod[0].2.as_deref()), ("net1", Some("0000:99:00.1")));
+    assert_eq!(f.records(), 0);
 }

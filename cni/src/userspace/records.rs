@@ -95,6 +95,12 @@ impl Records {
         }
     }
 
+    /// Removes the temporary files of saves a killed process left.
+    pub fn remove_leftovers(&self) {
+        files::sweep(&self.dir);
+        files::sweep(&self.pending_dir());
+    }
+
     /// Keeps `record`'s port for removal once ovsdb-server answers again.
     pub fn defer(&self, record: &Record) -> Result<(), UserspaceError> {
         let dir = self.pending_dir();

@@ -50,12 +50,23 @@ impl Userspace {
         config: &UserspaceConfig,
         invocation: &Invocation,
         pod: Option<&Pod>,
-    ) -> (PathBuf, String, bool) {
+    ) -> Result<(PathBuf, String, bool), UserspaceError> {
         if let Some(pod) = pod
             && let Some(shared) = &pod.shared_dir
         {
             let host = match &shared.host_path {
                 Some(path) => PathBuf::from(path),
+                // The UID names a directory of the kubelet's: one that is not a UUID's letters,
+                // digits and dashes could name another place.
+                None if pod.uid.is_empty()
+                    || pod.uid.len() > 64
+                    || !pod.uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+                {
+                    return Err(UserspaceError::Io {
+                        what: format!("the pod's UID {:?} cannot name its directory", pod.uid),
+                        error: std::io::ErrorKind::InvalidInput.into(),
+                    });
+                }
                 None => self
                     .kubelet_dir
                     .join("pods")
@@ -63,12 +74,12 @@ impl Userspace {
                     .join("volumes/kubernetes.io~empty-dir/shared-dir"),
             };
             let mapped = shared.mount_path.clone().unwrap_or_else(|| host.display().to_string());
-            return (host, mapped, false);
+            return Ok((host, mapped, false));
         }
         let prefix: String = invocation.container_id.chars().take(12).collect();
         let dir = config.shared_dir.join(prefix);
         let mapped = dir.display().to_string();
-        (dir, mapped, true)
+        Ok((dir, mapped, true))
     }
 
     /// ADD.
@@ -80,7 +91,7 @@ impl Userspace {
         let pod = pod_of(invocation, cluster)?;
         let records = Records::new(data_dir(raw));
         let port = port_name(&invocation.container_id, ifname);
-        let (dir, mapped, make_dir) = self.socket_dir(&config, invocation, pod.as_ref());
+        let (dir, mapped, make_dir) = self.socket_dir(&config, invocation, pod.as_ref())?;
         let socket_file = config.socket_file.clone().unwrap_or_else(|| port.clone());
         let mut record = Record {
             container_id: invocation.container_id.clone(),
@@ -284,6 +295,7 @@ impl Userspace {
         let (invocation, raw) = (request.invocation, request.config);
         let ifname = invocation.ifname.as_str();
         let records = Records::new(data_dir(raw));
+        records.remove_leftovers();
         let record = match records.load(&invocation.container_id, ifname)? {
             Some(record) => record,
             None => {

@@ -59,6 +59,9 @@ pub struct LinkInfo {
     pub peer_netnsid: Option<i32>,
     /// `IFLA_MASTER`: the bond or bridge it is a port of.
     pub controller: Option<u32>,
+    /// `IFLA_PARENT_DEV_NAME` (kernel 5.14 and later): the device it is the netdev of, for a
+    /// PCI function its address. What the kernel says a link is, whatever it is called.
+    pub parent_device: Option<String>,
 }
 
 impl LinkInfo {
@@ -74,6 +77,7 @@ impl LinkInfo {
             peer: None,
             peer_netnsid: None,
             controller: None,
+            parent_device: None,
         };
         for attribute in &message.attributes {
             match attribute {
@@ -91,6 +95,7 @@ impl LinkInfo {
                 LinkAttribute::Link(peer) => info.peer = Some(*peer),
                 LinkAttribute::LinkNetNsId(id) => info.peer_netnsid = Some(*id),
                 LinkAttribute::Controller(index) => info.controller = Some(*index).filter(|i| *i != 0),
+                LinkAttribute::ParentDevName(device) => info.parent_device = Some(device.clone()),
                 _ => {}
             }
         }

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::discover::VfLocation;
-use crate::kernel::Kernel;
+use crate::kernel::{Kernel, LinkInfo, Side};
 use crate::types::{IfName, VfIndex};
 use crate::vf::{VfChange, VfError, VfState};
 
@@ -19,6 +19,18 @@ pub trait VfControl: Send + Sync + fmt::Debug {
     /// session's host namespace, `None` when it is not there (it is in a pod's namespace, or
     /// the VF has no netdev).
     fn host_netdev(&self, kernel: &dyn Kernel, vf: &VfLocation) -> Result<Option<IfName>, VfError>;
+
+    /// The netdev of the VF at `vf` in the session's pod namespace, found by what the kernel
+    /// says it is (its parent device is the VF), never by name, which a link of the pod's own
+    /// may have: `None` when it is not there.
+    fn pod_netdev(&self, kernel: &dyn Kernel, vf: &VfLocation) -> Result<Option<LinkInfo>, VfError> {
+        let address = vf.address.to_string();
+        let links = kernel.links(Side::Pod).map_err(|e| VfError::Failed {
+            what: format!("finding the netdev of VF {address} in the pod"),
+            source: Box::new(e),
+        })?;
+        Ok(links.into_iter().find(|link| link.parent_device.as_deref() == Some(address.as_str())))
+    }
 
     /// One VF's state.
     fn vf(&self, kernel: &dyn Kernel, pf: &IfName, vf: VfIndex) -> Result<VfState, VfError> {
