@@ -6,140 +6,15 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use common::agent_node::{Node, free_port, wait_for};
 use common::plexus_binary;
 use plexus_sim::apiserver::ApiStandIn;
 use plexus_sim::kubelet::KubeletStandIn;
-use plexus_sim::{ScratchNode, SimSpec};
 use serde_json::{Value, json};
-
-const POOLS: &str =
-    r#"{"resourceList": [{"resourceName": "sriov_net", "selectors": {"drivers": ["iavf"]}}]}"#;
-
-/// A simulated node with its links, the pool config, a conf directory with an sriov network,
-/// and the pods a test makes; all removed on drop.
-struct Node {
-    node: ScratchNode,
-}
-
-impl Node {
-    async fn new(tag: &str) -> Self {
-        let spec = SimSpec { pfs: 2, numa_nodes: 1, vfs_per_pf: 3, vfio_vfs_per_pf: 0, cpus_per_node: 2 };
-        let node = ScratchNode::with_links(&format!("agent-{tag}"), &spec).unwrap();
-        std::fs::write(node.dir().join("pools.json"), POOLS).unwrap();
-        let conf_dir = node.dir().join("net.d");
-        std::fs::create_dir_all(&conf_dir).unwrap();
-        let sriov = json!({"cniVersion": "1.0.0", "name": "sriov-net", "type": "sriov", "deviceID": "0000:20:02.1",
-                           "dataDir": node.dir().join("sriov"), "vlan": 21,
-                           "ipam": {"type": "static", "addresses": [{"address": "10.21.0.2/24"}]}});
-        std::fs::write(conf_dir.join("10-sriov.conf"), sriov.to_string()).unwrap();
-        Self { node }
-    }
-
-    fn socket_dir(&self) -> PathBuf {
-        self.node.dir().join("run")
-    }
-
-    fn agent(&self, metrics: &str) -> Child {
-        self.agent_with(metrics, &[])
-    }
-
-    fn agent_with(&self, metrics: &str, extra: &[&std::ffi::OsStr]) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_plexus-agent"))
-            .env_remove("PLEXUS_SYSFS_ROOT")
-            .args(["run", "--pools"])
-            .arg(self.node.dir().join("pools.json"))
-            .arg("--sysfs-root")
-            .arg(self.node.root())
-            .arg("--simulated-node")
-            .arg("--kubelet-dir")
-            .arg(self.node.dir().join("kubelet"))
-            .arg("--devinfo-dir")
-            .arg(self.node.dir().join("devinfo"))
-            .arg("--socket-dir")
-            .arg(self.socket_dir())
-            .args(["--route-file", "/dev/null", "--metrics-addr", metrics])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-
-    fn meta(&self) -> Value {
-        json!({"cniVersion": "1.0.0", "name": "plexus-net", "type": "plexus", "clusterNetwork": "sriov-net",
-               "confDir": self.node.dir().join("net.d"), "cniDir": self.node.dir().join("cache"),
-               "daemonSocketDir": self.socket_dir()})
-    }
-
-    fn pod(&mut self) -> String {
-        self.node.pod().unwrap().path().display().to_string()
-    }
-
-    /// Runs `plexus` for `command`; the node's sysfs root only when `local_view` (a binary
-    /// doing the work itself must see the node the agent sees; forwarded calls need not).
-    fn plexus(&self, command: &str, cid: &str, netns: &str, local_view: bool) -> (i32, Value, Duration) {
-        self.plexus_for(command, cid, netns, local_view, "", &self.meta())
-    }
-
-    /// [`Self::plexus`] with `CNI_ARGS` and a network configuration.
-    fn plexus_for(
-        &self,
-        command: &str,
-        cid: &str,
-        netns: &str,
-        local_view: bool,
-        args: &str,
-        meta: &Value,
-    ) -> (i32, Value, Duration) {
-        let mut child = Command::new(plexus_binary());
-        child
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", cid)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .env("CNI_ARGS", args);
-        if local_view {
-            child.env("PLEXUS_SYSFS_ROOT", self.node.root());
-        }
-        let start = Instant::now();
-        let mut child = child.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(meta.to_string().as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let took = start.elapsed();
-        (out.status.code().unwrap(), serde_json::from_slice(&out.stdout).unwrap_or(Value::Null), took)
-    }
-
-    /// `plexus-agent trace` with `args`.
-    fn trace(&self, args: &[&str]) -> std::process::Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_plexus-agent"))
-            .arg("trace")
-            .args(args)
-            .arg("--socket-dir")
-            .arg(self.socket_dir())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        out
-    }
-
-    /// The slowest recent call `trace` shows, and the names of its phases.
-    fn slowest_call(&self) -> (Value, Vec<String>) {
-        let calls: Value = serde_json::from_slice(&self.trace(&["--output", "json"]).stdout).unwrap();
-        let phases = calls[0]["phases"].as_array().unwrap().iter().map(|p| p[0].as_str().unwrap().to_owned());
-        (calls[0].clone(), phases.collect())
-    }
-
-    fn vf_netdev_in_host(&self) -> bool {
-        plexus_sim::ip::link(self.node.netns_name(), "ens1f0v1").is_some()
-    }
-}
 
 /// Every thread of process `pid` has NET_ADMIN, NET_RAW, SYS_ADMIN, SYS_PTRACE and CHOWN and
 /// nothing else in its effective, permitted and bounding sets, and none inheritable or ambient.
@@ -163,19 +38,6 @@ fn assert_keeps_only_its_capabilities(pid: u32) {
     }
 }
 
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn free_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
-
 fn http_get(addr: &str, path: &str) -> String {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
@@ -186,7 +48,7 @@ fn http_get(addr: &str, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cni_calls_go_through_the_agent_and_survive_its_death() {
-    let mut node = Node::new("death").await;
+    let mut node = Node::new("death");
     let _kubelet = KubeletStandIn::start(&node.node.dir().join("kubelet")).await.unwrap();
     let metrics = free_port();
     let mut agent = node.agent(&metrics);
@@ -261,7 +123,7 @@ fn peak_rss_kb(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_64_concurrent_adds_is_queued_not_held_in_memory() {
-    let node = Node::new("burst").await;
+    let node = Node::new("burst");
     let _kubelet = KubeletStandIn::start(&node.node.dir().join("kubelet")).await.unwrap();
     // A network whose plugin does no kernel work (the reference static IPAM as the plugin),
     // so the burst measures the agent, not the kernel.
@@ -345,7 +207,7 @@ async fn with_kubernetes_pods_get_their_allocated_vfs_from_watched_nads() {
         PreferredAllocationRequest,
     };
     const RESOURCE: &str = "intel.com/sriov_net";
-    let mut node = Node::new("kube").await;
+    let mut node = Node::new("kube");
     let kubelet = KubeletStandIn::start(&node.node.dir().join("kubelet")).await.unwrap();
     let api = ApiStandIn::start().await.unwrap();
     let kubeconfig = node.node.dir().join("kubeconfig");

@@ -265,8 +265,11 @@ impl NetlinkKernel {
 }
 
 impl Kernel for NetlinkKernel {
+    /// A pod side already opened is reachable whatever became of its path: the session's
+    /// handle keeps the namespace, and what was moved into it, alive (a runtime may remove the
+    /// namespace's file while a call is still working in it).
     fn has_pod(&self) -> bool {
-        self.pod_path.as_deref().is_some_and(Netns::is_alive)
+        self.pod.get().is_some() || self.pod_path.as_deref().is_some_and(Netns::is_alive)
     }
 
     fn link(&self, side: Side, name: &IfName) -> Result<Option<LinkInfo>, KernelError> {

@@ -496,6 +496,21 @@ pub(crate) fn representor_name(pf: &str, vf: VfIndex) -> String {
     format!("{pf}r{vf}")
 }
 
+/// Whether `name` is one the simulator gives links: a PF's `ens<N>f<M>`, a VF netdev's
+/// `ens<N>f<M>v<K>`, a representor's `ens<N>f<M>r<K>`; so a check of what a simulated node
+/// left can look at its own links only.
+pub fn names_a_link(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let Some(rest) = name.strip_prefix("ens") else { return false };
+    let Some((card, port)) = rest.split_once('f') else { return false };
+    let port = match port.find(['v', 'r']) {
+        Some(at) if digits(&port[at + 1..]) => &port[..at],
+        Some(_) => return false,
+        None => port,
+    };
+    digits(card) && digits(port)
+}
+
 /// Addresses, names and NUMA placement of every PF and VF.
 fn layout(spec: &SimSpec) -> Result<Vec<SimPf>, SimError> {
     let slots_per_port = spec.vfs_per_pf.div_ceil(8);

@@ -48,3 +48,13 @@ fn a_loaded_node_matches_the_built_one_and_destroy_removes_it() {
     let err = SimNode::load(&root).unwrap_err();
     assert!(err.to_string().contains("not a simulated node"), "{err}");
 }
+
+#[test]
+fn the_simulators_link_names_are_known() {
+    for name in ["ens1f0", "ens12f1", "ens1f0v3", "ens2f1r15"] {
+        assert!(plexus_sim::node::names_a_link(name), "{name}");
+    }
+    for name in ["eth0", "ens", "ens1", "ens1f", "ens1f0x1", "ens1f0v", "ens1fav1", "lo"] {
+        assert!(!plexus_sim::node::names_a_link(name), "{name}");
+    }
+}

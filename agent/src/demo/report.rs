@@ -24,18 +24,30 @@ fn link_names(netns: Option<&Path>) -> anyhow::Result<BTreeSet<String>> {
     Ok(names.into_iter().collect())
 }
 
-/// What exists before the demo, to tell what it left.
+/// What of the demo's kind exists before it, to tell what it left: the namespaces it names
+/// (with its pid) and the links of this namespace named as the simulator names its links.
+/// Nothing else on the machine is the demo's to judge.
 #[derive(Debug)]
 pub struct Snapshot {
     namespaces: BTreeSet<String>,
     links: BTreeSet<String>,
 }
 
+/// Whether namespace `name` is one this demo process makes (`plexus-demo-<pid>`,
+/// `plexus-demo-pod-<pod>-<pid>`).
+fn ours(name: &str) -> bool {
+    let pid = std::process::id();
+    name == format!("plexus-demo-{pid}")
+        || (name.starts_with("plexus-demo-pod-") && name.ends_with(&format!("-{pid}")))
+}
+
 fn namespaces() -> anyhow::Result<BTreeSet<String>> {
     match std::fs::read_dir(plexus_hw::netns::NETNS_RUN_DIR) {
-        Ok(entries) => {
-            Ok(entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        }
+        Ok(entries) => Ok(entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| ours(name))
+            .collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
         Err(e) => Err(e).context(plexus_hw::netns::NETNS_RUN_DIR),
     }
@@ -43,7 +55,8 @@ fn namespaces() -> anyhow::Result<BTreeSet<String>> {
 
 impl Snapshot {
     pub fn take() -> anyhow::Result<Self> {
-        Ok(Self { namespaces: namespaces()?, links: link_names(None)? })
+        let links = link_names(None)?.into_iter().filter(|n| plexus_sim::node::names_a_link(n)).collect();
+        Ok(Self { namespaces: namespaces()?, links })
     }
 }
 

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod agent_node;
+
 /// The `plexus` binary next to the agent's, built when missing.
 pub fn plexus_binary() -> PathBuf {
     let binary = Path::new(env!("CARGO_BIN_EXE_plexus-agent")).with_file_name("plexus");
