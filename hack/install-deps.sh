@@ -13,9 +13,10 @@ need_root() {
 need_root
 
 # OVS-DPDK and dpdk-testpmd for the vhost-user tests (started by the tests, under temporary
-# directories; the packages' own services are not used).
+# directories; the packages' own services are not used); a C++ compiler for libFuzzer, which
+# the fuzz targets build (hack/fuzz.sh).
 packages=(iproute2 containernetworking-plugins util-linux
-    openvswitch-switch-dpdk dpdk dpdk-dev librte-net-virtio23 librte-mempool-ring23)
+    openvswitch-switch-dpdk dpdk dpdk-dev librte-net-virtio23 librte-mempool-ring23 g++)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

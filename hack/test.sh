@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, then every test of the workspace
-# (unit, end-to-end, and each criterion bench once in test mode). Run as root: the network
-# namespace tests run for real, each in namespaces of its own.
+# (unit, end-to-end, and each criterion bench once in test mode), then each fuzz target for a
+# short fixed time. Run as root: the network namespace tests run for real, each in namespaces
+# of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,12 +12,16 @@ before=$(ip netns list | awk '{print $1}' | grep -E '^plexus-' | sort || true)
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets --locked
 # Doc tests are not part of --all-targets.
 cargo test --workspace --doc --locked
+
+echo "== fuzzing: every parser of outside input, 20 s each"
+bash hack/fuzz.sh
 
 echo "== nothing left behind"
 after=$(ip netns list | awk '{print $1}' | grep -E '^plexus-' | sort || true)

@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use plexus_cni::delegate::Registry;
 use plexus_cni::entry::{self, Context, Outcome};
-use plexus_cni::forward::{MAX_MESSAGE, Request};
+use plexus_cni::forward::{Frame, MAX_MESSAGE, Request, TraceRequest, decode_frame};
 use plexus_cni::multus::cluster::{Cluster, ClusterError};
 use plexus_cni::multus::config::MetaConfig;
 use plexus_cni::multus::devices::Devices;
@@ -24,7 +24,6 @@ use plexus_cni::multus::kube::KubeCluster;
 use plexus_cni::paths::SOCKET_NAME;
 use plexus_cni::spec::{ErrorCode, ErrorReply};
 use plexus_hw::Node;
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
@@ -33,13 +32,6 @@ use crate::metrics::{CallTrace, Metrics, seconds};
 
 /// Kubernetes as the agent sees it, shared by every call.
 pub type SharedCluster = Arc<dyn Cluster + Send + Sync>;
-
-/// A call to `trace` on the socket, instead of a CNI call.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TraceRequest {
-    /// At most this many calls.
-    pub trace: usize,
-}
 
 /// The calls of each container in the order they arrived: a DEL the runtime sends while its
 /// ADD still runs (it killed the `plexus` binary that forwarded the ADD, on a timeout) waits
@@ -207,40 +199,40 @@ async fn handle(mut stream: UnixStream, service: Arc<CniService>) {
         tracing::warn!("reading a CNI request: {e}");
         return;
     }
-    let answer = if body.len() as u64 > MAX_MESSAGE {
+    let answer = match decode_frame(&body) {
         // The binary checks before it sends; this is another client, or a broken one.
-        let msg = format!("the request is larger than the agent takes ({MAX_MESSAGE} bytes)");
-        serde_json::to_vec(&failed(ErrorCode::InvalidNetworkConfig, msg, String::new()))
-    } else if let Ok(trace) = serde_json::from_slice::<TraceRequest>(&body) {
-        let calls: Vec<CallTrace> = service.metrics.slowest().into_iter().take(trace.trace).collect();
-        serde_json::to_vec(&calls)
-    } else {
-        let response = match serde_json::from_slice::<Request>(&body) {
-            Ok(request) => {
-                // VERSION, STATUS and GC name no container, and wait for nobody.
-                let _turn = match request.env.get("CNI_CONTAINERID").filter(|id| !id.is_empty()) {
-                    Some(id) => Some(service.arrivals.turn(id).await),
-                    None => None,
-                };
-                let Ok(permit) = service.permits.clone().acquire_owned().await else { return };
-                let worker = service.clone();
-                match tokio::task::spawn_blocking(move || {
-                    let _permit = permit;
-                    worker.call(&request)
-                })
-                .await
-                {
-                    Ok(outcome) => outcome,
-                    Err(e) => {
-                        failed(ErrorCode::Plugin, format!("the agent's call failed: {e}"), String::new())
-                    }
-                }
-            }
-            Err(e) => {
-                failed(ErrorCode::Decode, "a forwarded call the agent cannot read".into(), e.to_string())
-            }
-        };
-        serde_json::to_vec(&response)
+        Frame::TooLarge => {
+            let msg = format!("the request is larger than the agent takes ({MAX_MESSAGE} bytes)");
+            serde_json::to_vec(&failed(ErrorCode::InvalidNetworkConfig, msg, String::new()))
+        }
+        Frame::Trace(trace) => {
+            let calls: Vec<CallTrace> = service.metrics.slowest().into_iter().take(trace.trace).collect();
+            serde_json::to_vec(&calls)
+        }
+        Frame::Call(request) => {
+            // VERSION, STATUS and GC name no container, and wait for nobody.
+            let _turn = match request.env.get("CNI_CONTAINERID").filter(|id| !id.is_empty()) {
+                Some(id) => Some(service.arrivals.turn(id).await),
+                None => None,
+            };
+            let Ok(permit) = service.permits.clone().acquire_owned().await else { return };
+            let worker = service.clone();
+            let outcome = match tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                worker.call(&request)
+            })
+            .await
+            {
+                Ok(outcome) => outcome,
+                Err(e) => failed(ErrorCode::Plugin, format!("the agent's call failed: {e}"), String::new()),
+            };
+            serde_json::to_vec(&outcome)
+        }
+        Frame::Unreadable(e) => serde_json::to_vec(&failed(
+            ErrorCode::Decode,
+            "a forwarded call the agent cannot read".into(),
+            e.to_string(),
+        )),
     };
     match answer {
         Ok(bytes) => {

@@ -33,6 +33,40 @@ pub struct Request {
     pub stdin: String,
 }
 
+/// A request for the agent's slowest recent calls (`plexus-agent trace`), instead of a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceRequest {
+    /// At most this many calls.
+    pub trace: usize,
+}
+
+/// What a client sent on the agent's socket.
+#[derive(Debug)]
+pub enum Frame {
+    /// A CNI call.
+    Call(Request),
+    /// A trace request.
+    Trace(TraceRequest),
+    /// More than [`MAX_MESSAGE`] bytes (the reader stops one byte past it).
+    TooLarge,
+    /// Neither.
+    Unreadable(serde_json::Error),
+}
+
+/// Decodes what a client sent (at most [`MAX_MESSAGE`]` + 1` bytes of it).
+pub fn decode_frame(body: &[u8]) -> Frame {
+    if body.len() as u64 > MAX_MESSAGE {
+        return Frame::TooLarge;
+    }
+    if let Ok(trace) = serde_json::from_slice::<TraceRequest>(body) {
+        return Frame::Trace(trace);
+    }
+    match serde_json::from_slice::<Request>(body) {
+        Ok(request) => Frame::Call(request),
+        Err(error) => Frame::Unreadable(error),
+    }
+}
+
 /// What came of forwarding.
 #[derive(Debug)]
 pub enum Forwarded {

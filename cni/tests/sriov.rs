@@ -493,3 +493,60 @@ fn each_attachment_of_a_resource_takes_the_pods_next_device() {
     );
     assert!(link(f.sim_netns(), "ens1f0v0").is_some());
 }
+
+/// The pod's own links: name and (for the test's veth) its peer, as iproute2 lists them.
+fn pod_links(pod: &Netns) -> Vec<String> {
+    let mut names = plexus_sim::ip::link_names(Some(ns_name(pod)));
+    names.sort();
+    names
+}
+
+#[test]
+fn a_name_the_pod_already_has_is_refused_and_the_pods_link_is_never_touched() {
+    let mut f = Fixture::new("taken");
+    let pod = f.pod();
+    let netns = pod.path().display().to_string();
+    // The pod's own eth0 (a veth of its own: this kernel has no dummy links).
+    plexus_sim::ip::run(
+        Some(ns_name(&pod)),
+        &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"],
+    )
+    .unwrap();
+    let (pod_before, eth0_before) = (pod_links(&pod), link(ns_name(&pod), "eth0"));
+    let (host_before, prior) = (link(f.sim_netns(), "ens1f0v1"), f.vf_state("ens1f0", 1));
+    let conf = f.conf(VF1, json!({"vlan": 9, "mtu": 2000}));
+    for ifname in ["eth0", "lo"] {
+        let err = f.add(&invocation(Command::Add, "cid-taken", &netns, ifname), &conf).unwrap_err();
+        assert!(err.to_string().contains(&format!("already has an interface named {ifname}")), "{err}");
+        // The runtime's DEL after the failed ADD.
+        f.del(&invocation(Command::Del, "cid-taken", &netns, ifname), &conf).unwrap();
+        assert_eq!((pod_links(&pod), link(ns_name(&pod), "eth0")), (pod_before.clone(), eth0_before.clone()));
+        assert_eq!(
+            (link(f.sim_netns(), "ens1f0v1"), f.vf_state("ens1f0", 1)),
+            (host_before.clone(), prior.clone())
+        );
+    }
+}
+
+#[test]
+fn the_kernel_moves_a_link_before_it_renames_it_as_the_fake_kernel_says() {
+    use plexus_hw::kernel::{Kernel, NetlinkKernel, Side};
+    // What the in-memory kernel's move is modelled on, checked on this kernel: a move with a
+    // name taken in the target moves the link under its own name, then fails the rename.
+    let mut f = Fixture::new("quirk");
+    let pod = f.pod();
+    plexus_sim::ip::run(
+        Some(ns_name(&pod)),
+        &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"],
+    )
+    .unwrap();
+    let kernel = NetlinkKernel::new(f.node.netns_path(), Some(pod.path().to_owned()));
+    let vf = kernel.link(Side::Host, &"ens1f0v1".parse().unwrap()).unwrap().unwrap();
+    let err = kernel.move_link(Side::Host, vf.index, Some(&"eth0".parse().unwrap())).unwrap_err();
+    assert_eq!(err.errno(), Some(nix::errno::Errno::EEXIST as i32), "{err}");
+    assert!(link(f.sim_netns(), "ens1f0v1").is_none(), "moved");
+    assert!(link(ns_name(&pod), "ens1f0v1").is_some(), "under its own name");
+    let moved = kernel.link(Side::Pod, &"ens1f0v1".parse().unwrap()).unwrap().unwrap();
+    kernel.move_link(Side::Pod, moved.index, None).unwrap();
+    assert!(link(f.sim_netns(), "ens1f0v1").is_some());
+}

@@ -135,6 +135,12 @@ fn parse(request: &Request<'_>) -> Result<Config, ConfigError> {
     Ok(Config { sets, dir: Path::new(&data_dir).join(network) })
 }
 
+/// Checks the config as ADD would read it, touching no file (for the fuzz targets and
+/// checks of a config).
+pub fn check_config(request: &Request<'_>) -> Result<(), ConfigError> {
+    parse(request).map(drop)
+}
+
 /// A reservation file's content for a container's interface.
 fn owner(container_id: &str, ifname: &str) -> String {
     format!("{}{LINE_BREAK}{ifname}", container_id.trim())
