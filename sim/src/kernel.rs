@@ -104,6 +104,8 @@ struct World {
     /// Operations to fail: the next one whose description starts with the prefix fails with
     /// the errno, once.
     fail: Vec<(String, Errno)>,
+    /// Whether links' parent devices are hidden, as on a kernel before 5.14.
+    no_parent_devices: bool,
     /// Links to make appear just before the next operation whose description starts with the
     /// prefix: side and name (another process's link, made meanwhile).
     appear: Vec<(String, Side, String)>,
@@ -325,6 +327,20 @@ impl FakeKernel {
     ) -> Result<T, KernelError> {
         Ok(f(self.world().ns(side)?))
     }
+
+    /// What the kernel says of a link: a kernel before 5.14 names no parent device.
+    fn info(&self, link: &FakeLink) -> LinkInfo {
+        let mut info = link.info();
+        if self.world().no_parent_devices {
+            info.parent_device = None;
+        }
+        info
+    }
+
+    /// Answers as a kernel before 5.14 does: no link's parent device (`IFLA_PARENT_DEV_NAME`).
+    pub fn without_parent_devices(&self) {
+        self.world().no_parent_devices = true;
+    }
 }
 
 impl Kernel for FakeKernel {
@@ -333,15 +349,18 @@ impl Kernel for FakeKernel {
     }
 
     fn link(&self, side: Side, name: &IfName) -> Result<Option<LinkInfo>, KernelError> {
-        self.unchanged(side, |ns| ns.values().find(|l| l.is_named(name.as_str())).map(FakeLink::info))
+        let link = self.unchanged(side, |ns| ns.values().find(|l| l.is_named(name.as_str())).cloned())?;
+        Ok(link.map(|l| self.info(&l)))
     }
 
     fn link_by_index(&self, side: Side, index: u32) -> Result<Option<LinkInfo>, KernelError> {
-        self.unchanged(side, |ns| ns.get(&index).map(FakeLink::info))
+        let link = self.unchanged(side, |ns| ns.get(&index).cloned())?;
+        Ok(link.map(|l| self.info(&l)))
     }
 
     fn links(&self, side: Side) -> Result<Vec<LinkInfo>, KernelError> {
-        self.unchanged(side, |ns| ns.values().map(FakeLink::info).collect())
+        let links: Vec<FakeLink> = self.unchanged(side, |ns| ns.values().cloned().collect())?;
+        Ok(links.iter().map(|l| self.info(l)).collect())
     }
 
     fn add_veth(&self, side: Side, veth: Veth<'_>) -> Result<(), KernelError> {

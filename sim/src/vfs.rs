@@ -66,7 +66,12 @@ impl VfControl for SimVfControl {
 
     /// A veth has no parent device: the VF's veth is the representor's peer, when that peer is
     /// the pod-side link whose own peer is the representor.
-    fn pod_netdev(&self, kernel: &dyn Kernel, vf: &VfLocation) -> Result<Option<LinkInfo>, VfError> {
+    fn pod_netdev(
+        &self,
+        kernel: &dyn Kernel,
+        vf: &VfLocation,
+        _host_index: Option<u32>,
+    ) -> Result<Option<LinkInfo>, VfError> {
         let what = format!("finding the netdev of VF {} in the pod", vf.address);
         let Some(pf) = &vf.pf_netdev else { return Ok(None) };
         if !self.links || !kernel.has_pod() {

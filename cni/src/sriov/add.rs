@@ -93,6 +93,7 @@ impl Sriov {
             prior,
             prior_netdev: netdev.as_ref().map(|(name, info)| NetdevState {
                 name: name.clone(),
+                index: Some(info.index),
                 mac: info.mac,
                 mtu: info.mtu,
                 up: info.up,
@@ -209,7 +210,8 @@ impl Sriov {
             let context = format!("moving VF netdev {} into the pod as {pod_name}", info.name);
             return Err(Error::from(SriovError::from(error)).context(context));
         }
-        let moved = self.node.vfs().pod_netdev(kernel, location).map_err(SriovError::from)?;
+        let moved =
+            self.node.vfs().pod_netdev(kernel, location, Some(info.index)).map_err(SriovError::from)?;
         match moved {
             Some(link) if link.name == pod_name.as_str() => Ok(link.index),
             _ => Err(SriovError::NotMoved { vf: location.address, ifname: pod_name.clone() }.into()),

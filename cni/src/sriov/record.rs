@@ -20,6 +20,10 @@ use crate::files;
 pub struct NetdevState {
     /// Its name.
     pub name: IfName,
+    /// Its ifindex on the node: how the VF is found in the pod on a kernel that does not name
+    /// a netdev's parent device (before 5.14). Absent in records of earlier versions.
+    #[serde(default)]
+    pub index: Option<u32>,
     /// Its MAC.
     pub mac: Option<MacAddr>,
     /// Its MTU.

@@ -62,12 +62,12 @@ impl Sriov {
         // its rename leaves the VF there under its host name).
         let vfs = self.node.vfs();
         if in_pod
-            && let Some(link) = vfs.pod_netdev(kernel, location)?
+            && let Some(link) = vfs.pod_netdev(kernel, location, prior.index)?
             && let Err(error) = kernel.move_link(Side::Pod, link.index, Some(&prior.name))
             // The kernel moves under the link's pod name when the host has none such, and
             // renames after: a failure may come with the link moved (renamed below). Still in
             // the pod, it is moved as it is.
-            && let Some(still) = vfs.pod_netdev(kernel, location)?
+            && let Some(still) = vfs.pod_netdev(kernel, location, prior.index)?
         {
             kernel.move_link(Side::Pod, still.index, None).map_err(|_| error)?;
         }

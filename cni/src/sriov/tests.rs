@@ -282,3 +282,21 @@ fn del_finds_the_vf_in_the_pod_by_what_it_is_never_by_name() {
     assert_eq!((pod[0].0.as_str(), pod[0].2.as_deref()), ("net1", Some("0000:99:00.1")));
     assert_eq!(f.records(), 0);
 }
+
+#[test]
+fn on_a_kernel_that_names_no_parent_device_the_vf_is_found_by_its_node_ifindex() {
+    let f = Fixture::new("sriov-old-kernel");
+    f.kernel.without_parent_devices();
+    let host_before = f.netdev(Side::Host);
+    f.call(Command::Add, "cid", &full_conf(&f)).unwrap();
+    assert_eq!(f.netdev(Side::Pod).map(|n| n.0), Some("net1".to_owned()));
+    // A link of the pod's own under the VF's name does not fool the DEL.
+    let vf = f.kernel.find(Side::Pod, "net1").unwrap().index;
+    f.kernel.configure(Side::Pod, vf, plexus_hw::kernel::LinkSettings::DOWN).unwrap();
+    f.kernel.rename(Side::Pod, vf, &"renamed".parse().unwrap()).unwrap();
+    f.kernel.add_device(Side::Pod, "net1", "0000:99:00.1".parse().unwrap(), None, true);
+    f.call(Command::Del, "cid", &full_conf(&f)).unwrap();
+    assert_eq!(f.netdev(Side::Host), host_before);
+    assert_eq!(pod_links(&f).iter().map(|l| l.0.as_str()).collect::<Vec<_>>(), ["net1"]);
+    assert_eq!(f.records(), 0);
+}

@@ -21,15 +21,36 @@ pub trait VfControl: Send + Sync + fmt::Debug {
     fn host_netdev(&self, kernel: &dyn Kernel, vf: &VfLocation) -> Result<Option<IfName>, VfError>;
 
     /// The netdev of the VF at `vf` in the session's pod namespace, found by what the kernel
-    /// says it is (its parent device is the VF), never by name, which a link of the pod's own
-    /// may have: `None` when it is not there.
-    fn pod_netdev(&self, kernel: &dyn Kernel, vf: &VfLocation) -> Result<Option<LinkInfo>, VfError> {
+    /// says it is, never by name, which a link of the pod's own may have: `None` when it is
+    /// not there. `host_index` is the ifindex the netdev had on the node before it moved.
+    ///
+    /// The kernel names a netdev's parent device (`IFLA_PARENT_DEV_NAME`, the VF's PCI
+    /// address) since 5.14. Before, no link says it; then the netdev is the pod's link with its
+    /// node ifindex, which a move keeps unless the pod has a link of that index (then it is
+    /// not found, and a DEL waits for the pod's end to get the VF back).
+    fn pod_netdev(
+        &self,
+        kernel: &dyn Kernel,
+        vf: &VfLocation,
+        host_index: Option<u32>,
+    ) -> Result<Option<LinkInfo>, VfError> {
         let address = vf.address.to_string();
-        let links = kernel.links(Side::Pod).map_err(|e| VfError::Failed {
+        let failed = |e| VfError::Failed {
             what: format!("finding the netdev of VF {address} in the pod"),
             source: Box::new(e),
-        })?;
-        Ok(links.into_iter().find(|link| link.parent_device.as_deref() == Some(address.as_str())))
+        };
+        // The PF's own netdev tells whether this kernel names parent devices.
+        let named = match &vf.pf_netdev {
+            Some(pf) => {
+                kernel.link(Side::Host, pf).map_err(failed)?.is_some_and(|l| l.parent_device.is_some())
+            }
+            None => true,
+        };
+        let links = kernel.links(Side::Pod).map_err(failed)?;
+        Ok(links.into_iter().find(|link| match named {
+            true => link.parent_device.as_deref() == Some(address.as_str()),
+            false => Some(link.index) == host_index,
+        }))
     }
 
     /// One VF's state.
