@@ -354,11 +354,23 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// Removes the namespaces at these paths when dropped, also when the test fails.
+    struct Removed(Vec<PathBuf>);
+
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            for path in &self.0 {
+                let _ = Netns::delete_path(path);
+            }
+        }
+    }
+
     #[test]
     fn one_session_opens_each_side_once_and_moves_between_them() {
         // Root: two namespaces of the test's own play the host and the pod.
         let host = Netns::create_unique("plexus-kernel-host").unwrap();
         let pod = Netns::create_unique("plexus-kernel-pod").unwrap();
+        let _removed = Removed(vec![host.path().to_owned(), pod.path().to_owned()]);
         let kernel = NetlinkKernel::new(Some(host.path().to_owned()), Some(pod.path().to_owned()));
         assert!(kernel.has_pod());
         assert!(kernel.host.get().is_none() && kernel.pod.get().is_none(), "nothing opened yet");
