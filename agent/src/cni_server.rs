@@ -190,7 +190,8 @@ pub async fn serve(listener: UnixListener, service: Arc<CniService>, stop: impl 
 
 /// The answer to a call the agent could not run at all.
 fn failed(code: ErrorCode, msg: String, details: String) -> Outcome {
-    Outcome { stdout: ErrorReply { code: code.into(), msg, details }.to_json("1.1.0"), code: 1 }
+    // No config to take a version from: the newest.
+    Outcome::error(&ErrorReply { code: code.into(), msg, details }, &[])
 }
 
 async fn handle(mut stream: UnixStream, service: Arc<CniService>) {

@@ -77,23 +77,9 @@ struct NodeState {
     temps: Vec<String>,
 }
 
-/// Every file under `dir`, relative, sorted; `keep` filters.
+/// The files under `dir`, relative, sorted, that `keep` accepts.
 fn files(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
-    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                walk(base, &path, out);
-            } else {
-                out.push(path.strip_prefix(base).unwrap().display().to_string());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.retain(|name| keep(name));
-    out.sort();
-    out
+    plexus_sim::files_in(dir).unwrap().into_iter().filter(|name| keep(name)).collect()
 }
 
 struct Lab {
@@ -173,6 +159,18 @@ async fn kills_at_random_points_of_add_leave_nothing_del_cannot_undo() {
     let before = lab.state();
     assert!(before.vf_netdev.is_some() && before.temps.is_empty(), "{before:?}");
 
+    // What a writer killed between naming its file and renaming it leaves (O_TMPFILE makes
+    // that window two system calls wide, too narrow for a test's kill to hit). Every DEL that
+    // reaches a store sweeps it, so the first calibrating DEL must (a trial's DEL after an early
+    // kill may have no delegate to run). A pid above the kernel's limit (2^22) is nobody's.
+    for (store, name) in
+        [("cache", "fault-0"), ("sriov", "0000:20:02.1.json"), ("ipam/sriov-net", "10.21.0.9")]
+    {
+        let dir = lab.dir().join(store);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!(".{name}.{}.0.tmp", 1 << 23)), "half").unwrap();
+    }
+
     // How long an ADD takes on each path: kills land anywhere in it, and a little after.
     let mut add_time = BTreeMap::new();
     for victim in [Victim::Local, Victim::Shim] {
@@ -189,17 +187,6 @@ async fn kills_at_random_points_of_add_leave_nothing_del_cannot_undo() {
         assert_eq!(lab.state(), before);
     }
     add_time.insert(Victim::Agent, add_time[&Victim::Shim]);
-
-    // What a writer killed between naming its file and renaming it leaves (O_TMPFILE makes
-    // that window two system calls wide, too narrow for a test's kill to hit): the first
-    // trial's DEL must sweep it. A pid above the kernel's limit (2^22) is nobody's.
-    for (store, name) in
-        [("cache", "fault-0"), ("sriov", "0000:20:02.1.json"), ("ipam/sriov-net", "10.21.0.9")]
-    {
-        let dir = lab.dir().join(store);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!(".{name}.{}.0.tmp", 1 << 23)), "half").unwrap();
-    }
 
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let started = Instant::now();

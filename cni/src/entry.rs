@@ -16,7 +16,7 @@ use crate::multus::cluster::{Cluster, ClusterError};
 use crate::multus::config::MetaConfig;
 use crate::multus::devices::Devices;
 use crate::multus::meta::{self, MetaPlugin};
-use crate::spec::{Call, ConfigError};
+use crate::spec::{Call, ConfigError, ErrorReply};
 
 /// What a call prints on stdout, and its exit code: what the binary ends with, and what the
 /// agent sends back over its socket.
@@ -26,6 +26,14 @@ pub struct Outcome {
     pub stdout: String,
     /// The exit code: 0, or 1 with the error JSON on stdout.
     pub code: i32,
+}
+
+impl Outcome {
+    /// A failure as the spec prints it (exit code 1), in the cniVersion of the caller's config
+    /// `stdin` (the newest when it says none).
+    pub fn error(reply: &ErrorReply, stdin: &[u8]) -> Self {
+        Self { stdout: reply.to_json(&error_version(stdin)), code: 1 }
+    }
 }
 
 /// Makes the Kubernetes access for a config: `None` for static delegates only.
@@ -78,7 +86,7 @@ pub fn outcome(result: Result<Option<Value>, Error>, stdin: &[u8]) -> Outcome {
         Ok(None) => Outcome { stdout: String::new(), code: 0 },
         Err(err) => {
             tracing::debug!("failed: {err}");
-            Outcome { stdout: err.reply().to_json(&error_version(stdin)), code: 1 }
+            Outcome::error(&err.reply(), stdin)
         }
     }
 }

@@ -51,21 +51,21 @@ fn alive(pid: u32) -> bool {
     pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// A file with `bytes`, its data written to an unnamed file in `dir` where the file system can
-/// (`O_TMPFILE`), else to a temporary name; returned with the name it now has.
-fn written(path: &Path, bytes: &[u8], sync: bool) -> io::Result<PathBuf> {
+/// A file holding `bytes` that has no name yet, or (on a file system without `O_TMPFILE`) only
+/// a temporary one.
+enum Written {
+    /// Unnamed: a kill leaves nothing.
+    Unnamed(File),
+    /// At this temporary name.
+    Named(PathBuf),
+}
+
+/// Writes `bytes` (with `sync`, to disk) to an unnamed file beside `path` where the file
+/// system can (`O_TMPFILE`), else to a temporary name.
+fn written(path: &Path, bytes: &[u8], sync: bool) -> io::Result<Written> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
-    };
-    let tmp = temp_path(path);
-    let unnamed = OpenOptions::new().write(true).mode(0o666).custom_flags(OFlag::O_TMPFILE.bits()).open(dir);
-    let (mut file, named) = match unnamed {
-        Ok(file) => (file, false),
-        Err(e) if e.raw_os_error().is_some_and(|n| NO_TMPFILE.iter().any(|errno| *errno as i32 == n)) => {
-            (OpenOptions::new().write(true).create_new(true).mode(0o666).open(&tmp)?, true)
-        }
-        Err(e) => return Err(e),
     };
     let fill = |file: &mut File| -> io::Result<()> {
         file.write_all(bytes)?;
@@ -74,16 +74,22 @@ fn written(path: &Path, bytes: &[u8], sync: bool) -> io::Result<PathBuf> {
         }
         Ok(())
     };
-    if let Err(e) = fill(&mut file) {
-        if named {
-            let _ = std::fs::remove_file(&tmp);
+    let unnamed = OpenOptions::new().write(true).mode(0o666).custom_flags(OFlag::O_TMPFILE.bits()).open(dir);
+    match unnamed {
+        Ok(mut file) => fill(&mut file).map(|()| Written::Unnamed(file)),
+        Err(e) if e.raw_os_error().is_some_and(|n| NO_TMPFILE.iter().any(|errno| *errno as i32 == n)) => {
+            let tmp = temp_path(path);
+            let mut file = OpenOptions::new().write(true).create_new(true).mode(0o666).open(&tmp)?;
+            match fill(&mut file) {
+                Ok(()) => Ok(Written::Named(tmp)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(e)
+                }
+            }
         }
-        return Err(e);
+        Err(e) => Err(e),
     }
-    if !named {
-        give_name(&file, &tmp)?;
-    }
-    Ok(tmp)
 }
 
 /// What `open(O_TMPFILE)` fails with where a file system (or an old kernel) has none.
@@ -108,7 +114,16 @@ fn give_name(file: &File, to: &Path) -> io::Result<()> {
 
 /// Writes `bytes` to `path` atomically; with `sync`, the data is on disk before the rename.
 pub fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
-    let tmp = written(path, bytes, sync)?;
+    // A rename replaces; a link cannot: an unnamed file gets a temporary name first, for the
+    // instant before the rename.
+    let tmp = match written(path, bytes, sync)? {
+        Written::Unnamed(file) => {
+            let tmp = temp_path(path);
+            give_name(&file, &tmp)?;
+            tmp
+        }
+        Written::Named(tmp) => tmp,
+    };
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
@@ -117,9 +132,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
 /// Creates `path` with `bytes`, whole, unless it exists (`Ok(false)`): a reader never sees it
 /// empty or half-written, and a kill never leaves it so.
 pub fn create_whole(path: &Path, bytes: &[u8]) -> io::Result<bool> {
-    let tmp = written(path, bytes, false)?;
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
+    // A link is exclusive: the unnamed file is linked at its name directly.
+    let linked = match written(path, bytes, false)? {
+        Written::Unnamed(file) => give_name(&file, path),
+        Written::Named(tmp) => {
+            let linked = std::fs::hard_link(&tmp, path);
+            let _ = std::fs::remove_file(&tmp);
+            linked
+        }
+    };
     match linked {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),

@@ -142,7 +142,9 @@ pub trait Kernel {
     /// Adds bond `name` with `options`, down; returns its index.
     fn add_bond(&self, side: Side, name: &IfName, options: &BondOptions) -> Result<u32, KernelError>;
     /// Moves link `index` from `from` to the other side, down, renamed to `name` when given, in
-    /// one request.
+    /// one request. The kernel moves first (under the link's own name, when that is free on
+    /// the other side) and renames after: a rename refused there (EEXIST) leaves the link
+    /// moved under its old name.
     fn move_link(&self, from: Side, index: u32, name: Option<&IfName>) -> Result<(), KernelError>;
     /// Renames link `index` (which must be down).
     fn rename(&self, side: Side, index: u32, name: &IfName) -> Result<(), KernelError>;

@@ -68,7 +68,9 @@ pub struct FakeLink {
 }
 
 impl FakeLink {
-    fn info(&self) -> LinkInfo {
+    /// What the kernel says of it; `parents`: whether the kernel names parent devices (5.14
+    /// and later).
+    fn info(&self, parents: bool) -> LinkInfo {
         LinkInfo {
             index: self.index,
             name: self.name.clone(),
@@ -80,7 +82,7 @@ impl FakeLink {
             peer_netnsid: self.peer.and_then(|(_, elsewhere)| elsewhere.then_some(0)),
             controller: self.controller,
             parent_device: match self.kind {
-                LinkKind::Device(address) => Some(address.to_string()),
+                LinkKind::Device(address) if parents => Some(address.to_string()),
                 _ => None,
             },
         }
@@ -328,13 +330,15 @@ impl FakeKernel {
         Ok(f(self.world().ns(side)?))
     }
 
-    /// What the kernel says of a link: a kernel before 5.14 names no parent device.
-    fn info(&self, link: &FakeLink) -> LinkInfo {
-        let mut info = link.info();
-        if self.world().no_parent_devices {
-            info.parent_device = None;
-        }
-        info
+    /// What the kernel says of the links `pick` chooses on `side`.
+    fn said(
+        &self,
+        side: Side,
+        pick: impl for<'a> FnOnce(&'a BTreeMap<u32, FakeLink>) -> Vec<&'a FakeLink>,
+    ) -> Result<Vec<LinkInfo>, KernelError> {
+        let world = self.world();
+        let parents = !world.no_parent_devices;
+        Ok(pick(world.ns(side)?).into_iter().map(|link| link.info(parents)).collect())
     }
 
     /// Answers as a kernel before 5.14 does: no link's parent device (`IFLA_PARENT_DEV_NAME`).
@@ -349,18 +353,15 @@ impl Kernel for FakeKernel {
     }
 
     fn link(&self, side: Side, name: &IfName) -> Result<Option<LinkInfo>, KernelError> {
-        let link = self.unchanged(side, |ns| ns.values().find(|l| l.is_named(name.as_str())).cloned())?;
-        Ok(link.map(|l| self.info(&l)))
+        Ok(self.said(side, |ns| ns.values().filter(|l| l.is_named(name.as_str())).take(1).collect())?.pop())
     }
 
     fn link_by_index(&self, side: Side, index: u32) -> Result<Option<LinkInfo>, KernelError> {
-        let link = self.unchanged(side, |ns| ns.get(&index).cloned())?;
-        Ok(link.map(|l| self.info(&l)))
+        Ok(self.said(side, |ns| ns.get(&index).into_iter().collect())?.pop())
     }
 
     fn links(&self, side: Side) -> Result<Vec<LinkInfo>, KernelError> {
-        let links: Vec<FakeLink> = self.unchanged(side, |ns| ns.values().cloned().collect())?;
-        Ok(links.iter().map(|l| self.info(l)).collect())
+        self.said(side, |ns| ns.values().collect())
     }
 
     fn add_veth(&self, side: Side, veth: Veth<'_>) -> Result<(), KernelError> {

@@ -26,7 +26,7 @@ pub mod vfs;
 
 pub use fixture::ScratchNode;
 pub use node::{STATE_FILE, SimError, SimNode, SimPf, SimSpec, SimVf};
-pub use scratch::scratch;
+pub use scratch::{files_in, scratch};
 pub use store::VfStore;
 pub use tempfile::TempDir;
 pub use vfs::SimVfControl;

@@ -17,3 +17,27 @@ pub fn scratch(tag: &str) -> io::Result<tempfile::TempDir> {
     };
     tempfile::Builder::new().prefix(&format!("plexus-{tag}-")).tempdir_in(base)
 }
+
+/// Every file under `dir`, relative to it, sorted (none when it does not exist): what a test or
+/// the demo compares before and after.
+pub fn files_in(dir: &Path) -> io::Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut stack: Vec<PathBuf> = vec![dir.to_owned()];
+    while let Some(current) = stack.pop() {
+        let entries = match std::fs::read_dir(&current) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", current.display()))),
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            } else {
+                found.push(path.strip_prefix(dir).unwrap_or(&path).display().to_string());
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}

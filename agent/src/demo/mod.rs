@@ -353,13 +353,13 @@ impl Demo {
     fn check_restored(&self) -> anyhow::Result<()> {
         report::check_vfs_restored(self.node()?, &self.initial)?;
         let records: Vec<String> =
-            report::files_in(&self.dir("sriov"))?.into_iter().filter(|f| f.ends_with(".json")).collect();
-        let cached = report::files_in(&self.dir("cache"))?;
+            plexus_sim::files_in(&self.dir("sriov"))?.into_iter().filter(|f| f.ends_with(".json")).collect();
+        let cached = plexus_sim::files_in(&self.dir("cache"))?;
         if !records.is_empty() || !cached.is_empty() {
             bail!("left after DEL: SR-IOV records {records:?}, DEL cache entries {cached:?}");
         }
         let reserved: Vec<String> =
-            report::files_in(&self.dir("ipam"))?.into_iter().filter(|f| f.contains("/10.")).collect();
+            plexus_sim::files_in(&self.dir("ipam"))?.into_iter().filter(|f| f.contains("/10.")).collect();
         if !reserved.is_empty() {
             bail!("addresses still reserved after DEL: {reserved:?}");
         }

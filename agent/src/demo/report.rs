@@ -2,7 +2,7 @@
 //! phase latencies, and that nothing is left behind.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, bail};
 use plexus_hw::netlink::Netlink;
@@ -58,29 +58,6 @@ impl Snapshot {
         let links = link_names(None)?.into_iter().filter(|n| plexus_sim::node::names_a_link(n)).collect();
         Ok(Self { namespaces: namespaces()?, links })
     }
-}
-
-/// Every file under `dir`, relative to it (none when it does not exist).
-pub fn files_in(dir: &Path) -> anyhow::Result<Vec<String>> {
-    let mut found = Vec::new();
-    let mut stack: Vec<PathBuf> = vec![dir.to_owned()];
-    while let Some(current) = stack.pop() {
-        let entries = match std::fs::read_dir(&current) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| current.display().to_string()),
-        };
-        for entry in entries.filter_map(Result::ok) {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(path);
-            } else {
-                found.push(path.strip_prefix(dir).unwrap_or(&path).display().to_string());
-            }
-        }
-    }
-    found.sort();
-    Ok(found)
 }
 
 /// A pod's network-status, then where its VFs sit.
@@ -213,7 +190,7 @@ pub fn nothing_left_behind(before: &Snapshot, work: &Path) -> anyhow::Result<()>
     let after = Snapshot::take()?;
     let namespaces: Vec<_> = after.namespaces.difference(&before.namespaces).collect();
     let links: Vec<_> = after.links.difference(&before.links).collect();
-    let files = files_in(work)?;
+    let files = plexus_sim::files_in(work)?;
     let processes = processes_naming(work);
     println!();
     println!("== nothing left behind");

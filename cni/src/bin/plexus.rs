@@ -96,7 +96,7 @@ fn forwarded(stdin: &[u8]) -> Outcome {
                 ),
                 details: error.to_string(),
             };
-            Outcome { stdout: reply.to_json(&entry::error_version(stdin)), code: 1 }
+            Outcome::error(&reply, stdin)
         }
         Forwarded::AgentDown { .. } => locally(stdin),
         Forwarded::TooLarge { size } => too_large(format!("the call ({size} bytes)"), stdin),
@@ -110,7 +110,7 @@ fn too_large(what: String, stdin: &[u8]) -> Outcome {
         msg: format!("{what} is larger than the {} bytes Plexus takes", forward::MAX_MESSAGE),
         details: String::new(),
     };
-    Outcome { stdout: reply.to_json(&entry::error_version(stdin)), code: 1 }
+    Outcome::error(&reply, stdin)
 }
 
 fn main() -> ExitCode {

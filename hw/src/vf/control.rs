@@ -39,18 +39,20 @@ pub trait VfControl: Send + Sync + fmt::Debug {
             what: format!("finding the netdev of VF {address} in the pod"),
             source: Box::new(e),
         };
-        // The PF's own netdev tells whether this kernel names parent devices.
+        let links = kernel.links(Side::Pod).map_err(failed)?;
+        if let Some(link) = links.iter().find(|link| link.parent_device.as_deref() == Some(address.as_str()))
+        {
+            return Ok(Some(link.clone()));
+        }
+        // Not there by its parent device: there is none, or this kernel names none, which the
+        // PF's own netdev tells (asked only now: the common case needs no extra request).
         let named = match &vf.pf_netdev {
             Some(pf) => {
                 kernel.link(Side::Host, pf).map_err(failed)?.is_some_and(|l| l.parent_device.is_some())
             }
             None => true,
         };
-        let links = kernel.links(Side::Pod).map_err(failed)?;
-        Ok(links.into_iter().find(|link| match named {
-            true => link.parent_device.as_deref() == Some(address.as_str()),
-            false => Some(link.index) == host_index,
-        }))
+        Ok(if named { None } else { links.into_iter().find(|link| Some(link.index) == host_index) })
     }
 
     /// One VF's state.
