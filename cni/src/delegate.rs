@@ -234,11 +234,25 @@ impl Binaries {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| io("starting", e))?;
-        // A config is far below a pipe's buffer: written whole before reading the answer.
-        if let Some(mut input) = child.stdin.take() {
-            input.write_all(&stdin).map_err(|e| io("writing to", e))?;
+        // Fed from its own thread while this one collects the answer, so a plugin that prints
+        // before it reads (or a config beyond a pipe's buffer) cannot stall the call.
+        let input = child.stdin.take();
+        let (written, output) = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| input.map_or(Ok(()), |mut input| input.write_all(&stdin)));
+            // Waited for whatever happened to its stdin: a child is always reaped.
+            let output = child.wait_with_output();
+            (writer.join().unwrap_or(Ok(())), output)
+        });
+        let output = output.map_err(|e| io("waiting for", e))?;
+        match written {
+            // A plugin may exit without reading its config (SR-IOV CNI's test IPAM does): Go's
+            // exec ignores that, and so does its answer here.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                tracing::debug!("plugin {} exited without reading its config", binary.display());
+            }
+            Err(e) => return Err(io("writing to", e)),
+            Ok(()) => {}
         }
-        let output = child.wait_with_output().map_err(|e| io("waiting for", e))?;
         let plugin = || plugin_type.to_owned();
         if !output.status.success() {
             return Err(match serde_json::from_slice::<ErrorReply>(&output.stdout) {
@@ -448,6 +462,39 @@ mod tests {
             None,
         );
         assert_eq!(plain, json!({"type": "x"}));
+    }
+
+    /// A plugin script in a fresh directory; the directory and what runs it.
+    fn script(name: &str, body: &str) -> (plexus_sim::TempDir, Binaries) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = plexus_sim::scratch(name).unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let binaries = Binaries::new(Some(dir.path()), &[]);
+        (dir, binaries)
+    }
+
+    #[test]
+    fn a_plugin_that_never_reads_its_config_still_answers() {
+        // It closes its stdin at once; a config beyond the pipe's 64 KiB buffer makes the
+        // write fail with EPIPE every time, not only when the plugin wins the race.
+        let (_dir, binaries) = script("no-stdin", "exec 0<&-\necho '{\"cniVersion\": \"1.0.0\", \"ips\": []}'");
+        let config = json!({"cniVersion": "1.0.0", "type": "no-stdin", "pad": "x".repeat(256 * 1024)});
+        assert_eq!(binaries.exec("no-stdin", Command::Del, vec![], &config).unwrap(), None);
+        let result = binaries.exec("no-stdin", Command::Add, vec![], &config).unwrap().unwrap();
+        assert_eq!(result["cniVersion"], "1.0.0");
+    }
+
+    #[test]
+    fn a_plugin_that_prints_before_it_reads_gets_its_config() {
+        // 200 KiB to stdout before it reads: a writer that waited for the whole config to go
+        // in first would never see it read.
+        let (_dir, binaries) =
+            script("chatty", "head -c 204800 /dev/zero >&2\ncat > /dev/null\necho '{\"cniVersion\": \"1.0.0\"}'");
+        let config = json!({"cniVersion": "1.0.0", "type": "chatty", "pad": "x".repeat(256 * 1024)});
+        let result = binaries.exec("chatty", Command::Add, vec![], &config).unwrap().unwrap();
+        assert_eq!(result["cniVersion"], "1.0.0");
     }
 
     #[test]
