@@ -479,7 +479,8 @@ mod tests {
     fn a_plugin_that_never_reads_its_config_still_answers() {
         // It closes its stdin at once; a config beyond the pipe's 64 KiB buffer makes the
         // write fail with EPIPE every time, not only when the plugin wins the race.
-        let (_dir, binaries) = script("no-stdin", "exec 0<&-\necho '{\"cniVersion\": \"1.0.0\", \"ips\": []}'");
+        let (_dir, binaries) =
+            script("no-stdin", "exec 0<&-\necho '{\"cniVersion\": \"1.0.0\", \"ips\": []}'");
         let config = json!({"cniVersion": "1.0.0", "type": "no-stdin", "pad": "x".repeat(256 * 1024)});
         assert_eq!(binaries.exec("no-stdin", Command::Del, vec![], &config).unwrap(), None);
         let result = binaries.exec("no-stdin", Command::Add, vec![], &config).unwrap().unwrap();
@@ -490,8 +491,10 @@ mod tests {
     fn a_plugin_that_prints_before_it_reads_gets_its_config() {
         // 200 KiB to stdout before it reads: a writer that waited for the whole config to go
         // in first would never see it read.
-        let (_dir, binaries) =
-            script("chatty", "head -c 204800 /dev/zero >&2\ncat > /dev/null\necho '{\"cniVersion\": \"1.0.0\"}'");
+        let (_dir, binaries) = script(
+            "chatty",
+            "head -c 204800 /dev/zero >&2\ncat > /dev/null\necho '{\"cniVersion\": \"1.0.0\"}'",
+        );
         let config = json!({"cniVersion": "1.0.0", "type": "chatty", "pad": "x".repeat(256 * 1024)});
         let result = binaries.exec("chatty", Command::Add, vec![], &config).unwrap().unwrap();
         assert_eq!(result["cniVersion"], "1.0.0");

@@ -77,4 +77,13 @@ impl<'a> Keys<'a> {
         let known: Vec<String> = known.iter().map(|k| k.to_ascii_lowercase()).collect();
         self.keys.iter().filter(|(k, _)| !known.contains(k)).map(|(_, (name, _))| name.as_str()).collect()
     }
+
+    /// Logs each key not in `known` as ignored, as Go's decoding ignores it; returns them.
+    pub(crate) fn warn_unknown(&self, known: &[&str]) -> Vec<&str> {
+        let unknown = self.unknown(known);
+        for key in &unknown {
+            tracing::warn!("{}: ignoring the unknown key {key:?}", self.what);
+        }
+        unknown
+    }
 }

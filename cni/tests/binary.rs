@@ -48,7 +48,8 @@ fn version_lists_every_supported_version() {
     assert_eq!(code, 0);
     assert_eq!(
         out,
-        json!({"cniVersion": "1.1.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]})
+        json!({"cniVersion": "1.1.0",
+               "supportedVersions": ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]})
     );
 }
 
@@ -69,9 +70,9 @@ fn bad_input_gets_the_spec_error_never_a_panic() {
         (&add, b"{not json", 6, "not valid JSON"),
         (
             &add,
-            br#"{"cniVersion": "0.2.0", "type": "plexus", "clusterNetwork": "x"}"#,
+            br#"{"cniVersion": "0.0.2", "type": "plexus", "clusterNetwork": "x"}"#,
             1,
-            "unsupported CNI version \"0.2.0\"",
+            "unsupported CNI version \"0.0.2\"",
         ),
         (&add, br#"{"cniVersion": "1.0.0", "type": "plexus"}"#, 7, "needs clusterNetwork"),
     ];
@@ -118,6 +119,41 @@ fn add_status_gc_and_del_through_the_binary() {
 
     let (code, out) = plexus(Some(&node), &node.env("DEL", "b1", None), &meta);
     assert_eq!(code, 0, "{out}");
+    assert!(node.reserved_ips().is_empty());
+    node.finish();
+}
+
+#[test]
+fn configs_and_results_of_cni_0_1_0_and_0_2_0_convert_both_ways() {
+    let node = Node::new("cni-old");
+    // The cluster network a 0.2.0 plugin: it prints `ip4`, not `ips`.
+    let mut cluster = node.bridge_conf("cluster", "pxbr8", "10.91.0.0/24");
+    cluster["cniVersion"] = json!("0.2.0");
+    node.write_conf("10-cluster.conf", cluster);
+    // A meta config without cniVersion (Multus's own cni-conf.json): 0.1.0, as libcni reads it.
+    let mut meta: Value = serde_json::from_slice(&node.meta(json!({"clusterNetwork": "cluster"}))).unwrap();
+    meta.as_object_mut().unwrap().remove("cniVersion");
+    let meta = serde_json::to_vec(&meta).unwrap();
+    let (code, out) = plexus(Some(&node), &node.env("ADD", "o1", None), &meta);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["cniVersion"], "0.1.0", "{out}");
+    assert!(out["ip4"]["ip"].as_str().unwrap().starts_with("10.91.0."), "{out}");
+    assert!(out.get("ips").is_none() && out.get("interfaces").is_none(), "{out}");
+    // The same 0.2.0 delegate under a 1.0.0 meta config: converted up.
+    let meta10 = node.meta(json!({"cniVersion": "1.0.0", "clusterNetwork": "cluster"}));
+    let mut o2 = node.env("ADD", "o2", None);
+    o2.insert("CNI_IFNAME".into(), "eth1".into());
+    let (code, up) = plexus(Some(&node), &o2, &meta10);
+    assert_eq!(code, 0, "{up}");
+    assert_eq!(up["cniVersion"], "1.0.0");
+    assert!(up["ips"][0]["address"].as_str().unwrap().starts_with("10.91.0."), "{up}");
+    assert_eq!(node.reserved_ips().len(), 2);
+    for (cid, ifname, meta) in [("o1", "eth0", &meta), ("o2", "eth1", &meta10)] {
+        let mut del = node.env("DEL", cid, None);
+        del.insert("CNI_IFNAME".into(), ifname.into());
+        let (code, out) = plexus(Some(&node), &del, meta);
+        assert_eq!(code, 0, "{out}");
+    }
     assert!(node.reserved_ips().is_empty());
     node.finish();
 }

@@ -53,7 +53,7 @@ fn ours(command: Command, cid: &str, ifname: &str, network: &Value) -> Result<Va
     let inv = invocation(command, cid, ifname, "");
     let request = Request::new(network, &inv).unwrap().unwrap();
     let result = match command {
-        Command::Add => ipam::add(&request).map(|r| r.to_value("1.0.0".parse().unwrap())),
+        Command::Add => ipam::add(&request).map(|r| r.to_value("1.0.0".parse().unwrap()).unwrap()),
         Command::Del => ipam::del(&request).map(|()| Value::Null),
         _ => ipam::check(&request).map(|()| Value::Null),
     };

@@ -187,6 +187,38 @@ fn pod_annotation_networks_and_default_route_selection() {
 }
 
 #[test]
+fn a_pods_ips_and_mac_reach_a_network_without_those_capabilities_through_cni_args() {
+    // Multus's examples/macvlan-pod.yml: static IPAM with no addresses, no `ips`/`mac`
+    // capability; the pod's selection gives both, and "gateway", which Multus ignores.
+    let node = Node::new("cni-args");
+    macvlan_parent(&node, "pxm3");
+    node.write_conf("10-cluster.conf", node.bridge_conf("cluster", "pxbr5", "10.62.0.0/24"));
+    node.cluster.add_nad(
+        "tenant",
+        "macvlan-conf",
+        &json!({"cniVersion": "0.3.1", "type": "macvlan", "master": "pxm3", "mode": "bridge",
+                "ipam": {"type": "static"}}),
+    );
+    node.cluster.add_pod(
+        "tenant",
+        "samplepod",
+        &[(
+            "k8s.v1.cni.cncf.io/networks",
+            r#"[{"name": "macvlan-conf", "ips": ["10.1.1.101/24"], "mac": "c2:b0:57:49:47:f1",
+                 "gateway": ["10.1.1.1"]}]"#,
+        )],
+    );
+    let meta = node.meta(json!({"clusterNetwork": "cluster"}));
+    ok(&node.call(&node.env("ADD", "c9", Some(("tenant", "samplepod"))), &meta, true));
+    assert_eq!(node.pod_addrs()["net1"], ["10.1.1.101/24"]);
+    let link = node.ip_json(&node.pod, &["link", "show", "net1"]);
+    assert_eq!(link[0]["address"], "c2:b0:57:49:47:f1");
+    ok(&node.call(&node.env("DEL", "c9", Some(("tenant", "samplepod"))), &meta, true));
+    assert!(node.pod_addrs().is_empty());
+    node.finish();
+}
+
+#[test]
 fn bad_selections_fail_before_anything_is_created() {
     let node = Node::new("cni-refuse");
     node.write_conf("10-cluster.conf", node.bridge_conf("cluster", "pxbr5", "10.70.0.0/24"));

@@ -16,7 +16,6 @@ use crate::delegate::{InProcessPlugin, Request};
 use crate::error::{Error, ErrorList};
 use crate::ipam;
 use crate::spec::result::{CniResult, Interface};
-use crate::spec::version::CniVersion;
 use crate::spec::{ConfigError, ErrorCode};
 
 /// A failure of the `bond` delegate.
@@ -70,26 +69,27 @@ impl Bond {
         let (kernel, invocation, raw) = (request.kernel, request.invocation, request.config);
         let ifname = &invocation.ifname;
         let config = BondConfig::parse(raw)?;
-        let version = CniVersion::of_config(raw, "bond config")?;
+        let version = ipam::result_version(raw, "bond config")?;
         if kernel.link(Side::Pod, ifname).map_err(BondError::from)?.is_some() {
             return Err(BondError::NameTaken(ifname.clone()).into());
         }
         let mut moved = Vec::new();
-        match Self::add_steps(request, &config, &mut moved) {
-            Ok(mut result) => {
-                let bond = kernel.link(Side::Pod, ifname).map_err(BondError::from)?;
-                result.interfaces = vec![Interface {
-                    name: ifname.to_string(),
-                    mac: bond.and_then(|b| b.mac).map(|m| m.to_string()).unwrap_or_default(),
-                    mtu: Some(config.mtu),
-                    sandbox: invocation.netns_str(),
-                    ..Default::default()
-                }];
-                for ip in &mut result.ips {
-                    ip.interface = Some(0);
-                }
-                Ok(result.to_value(version))
+        let added = Self::add_steps(request, &config, &mut moved).and_then(|mut result| {
+            let bond = kernel.link(Side::Pod, ifname).map_err(BondError::from)?;
+            result.interfaces = vec![Interface {
+                name: ifname.to_string(),
+                mac: bond.and_then(|b| b.mac).map(|m| m.to_string()).unwrap_or_default(),
+                mtu: Some(config.mtu),
+                sandbox: invocation.netns_str(),
+                ..Default::default()
+            }];
+            for ip in &mut result.ips {
+                ip.interface = Some(0);
             }
+            Ok(result.to_value(version)?)
+        });
+        match added {
+            Ok(value) => Ok(value),
             Err(err) => {
                 // Undo: release the slaves, delete the bond, give moved links back.
                 let mut errors = Self::release(kernel, ifname, &moved);

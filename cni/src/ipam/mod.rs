@@ -15,7 +15,7 @@ use crate::delegate::{Binaries, DelegateError};
 use crate::error::Error;
 use crate::keys::Keys;
 use crate::spec::result::{CniResult, IpPrefix, Route};
-use crate::spec::{Command, ConfigError, ErrorCode, Invocation};
+use crate::spec::{CniVersion, Command, ConfigError, ErrorCode, Invocation};
 
 /// An IPAM failure other than its config's.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +145,9 @@ impl<'a> Request<'a> {
         if let Some(ips) = self.invocation.cni_arg("IP") {
             found.extend(ips.split(',').map(|ip| ip.trim().to_owned()).filter(|ip| !ip.is_empty()));
         }
+        // Multus gives a pod's `ips` both ways when the network has the capability.
+        let mut seen = std::collections::HashSet::new();
+        found.retain(|ip| seen.insert(ip.clone()));
         found
             .iter()
             .map(|text| match text.parse::<IpPrefix>() {
@@ -201,6 +204,23 @@ pub fn del(request: &Request<'_>) -> Result<(), Error> {
     }
 }
 
+/// The version a delegate's result is given in: its config's `cniVersion`. A 0.1.0 or 0.2.0
+/// result has no form without an address, so such a config needs an IPAM; checked before
+/// the delegate changes anything (SR-IOV CNI finds out only when it prints its result).
+pub fn result_version(network: &Value, what: &str) -> Result<CniVersion, ConfigError> {
+    let version = CniVersion::of_config(network, what)?;
+    let has_ipam = matches!(network.get("ipam"), Some(Value::Object(ipam)) if !ipam.is_empty());
+    if version.legacy_result() && !has_ipam {
+        return Err(ConfigError::invalid(
+            what,
+            format!(
+                "a CNI {version} result must carry an IP address: give the network an ipam, or a cniVersion of 0.3.0 or later"
+            ),
+        ));
+    }
+    Ok(version)
+}
+
 /// DEL of the IPAM a delegate's config names, if any: what every delegate's DEL and undo does.
 pub fn release(network: &Value, invocation: &Invocation) -> Result<(), Error> {
     match Request::new(network, invocation)? {
@@ -234,4 +254,24 @@ pub fn configure(kernel: &dyn Kernel, side: Side, index: u32, result: &CniResult
         kernel.add_route(side, index, to)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_0_2_0_delegate_without_ipam_is_refused_before_it_starts() {
+        let sriov = json!({"cniVersion": "0.2.0", "type": "sriov", "name": "n"});
+        let err = result_version(&sriov, "sriov config").unwrap_err();
+        assert!(
+            err.to_string().starts_with("sriov config: a CNI 0.2.0 result must carry an IP address"),
+            "{err}"
+        );
+        let with_ipam = json!({"cniVersion": "0.2.0", "type": "sriov", "ipam": {"type": "host-local"}});
+        assert_eq!(result_version(&with_ipam, "sriov config").unwrap(), CniVersion::V0_2_0);
+        let unversioned = json!({"type": "sriov"});
+        assert_eq!(result_version(&unversioned, "sriov config").unwrap(), CniVersion::V1_0_0);
+    }
 }

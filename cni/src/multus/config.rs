@@ -66,6 +66,35 @@ fn split_list(text: &str) -> Vec<String> {
     text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
+/// The keys the meta-plugin reads, and those the runtime adds (`args`, `prevResult`); any
+/// other is ignored with a warning, as Multus's Go decoding ignores it.
+const KNOWN: [&str; 24] = [
+    "cniVersion",
+    "name",
+    "type",
+    "capabilities",
+    "runtimeConfig",
+    "args",
+    "prevResult",
+    "kubeconfig",
+    "clusterNetwork",
+    "defaultNetworks",
+    "delegates",
+    "confDir",
+    "cniDir",
+    "binDir",
+    "namespaceIsolation",
+    "globalNamespaces",
+    "systemNamespaces",
+    "multusNamespace",
+    "readinessindicatorfile",
+    "logFile",
+    "logLevel",
+    "logToStderr",
+    "retryDeleteOnError",
+    "daemonSocketDir",
+];
+
 impl MetaConfig {
     /// Parses the meta-plugin's stdin.
     pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
@@ -76,9 +105,11 @@ impl MetaConfig {
             return Err(ConfigError::invalid(WHAT, "must be a JSON object"));
         };
         let keys = Keys::new(&map, WHAT);
+        keys.warn_unknown(&KNOWN);
         let cni_version = match keys.string("cniVersion")? {
             Some(v) => v.parse().map_err(|error| ConfigError::Version { what: WHAT.to_owned(), error })?,
-            None => return Err(ConfigError::invalid(WHAT, "cniVersion is missing")),
+            // As libcni reads a config without one (Multus's own cni-conf.json has none).
+            None => CniVersion::V0_1_0,
         };
         let mut delegates = Vec::new();
         let mut master_delegate = 0;
@@ -177,6 +208,23 @@ mod tests {
     }
 
     #[test]
+    fn a_config_without_cni_version_is_0_1_0_as_libcni_reads_it() {
+        // The shape of Multus's deployments/cni-conf.json: no top-level cniVersion.
+        let config = MetaConfig::parse(
+            br#"{"name": "multus-cni-network", "type": "plexus", "capabilities": {"portMappings": true},
+                 "delegates": [{"cniVersion": "0.3.1", "name": "default-cni-network",
+                                "plugins": [{"type": "flannel", "name": "flannel.1",
+                                             "delegate": {"isDefaultGateway": true, "hairpinMode": true}},
+                                            {"type": "portmap", "capabilities": {"portMappings": true}}]}],
+                 "kubeconfig": "/etc/cni/net.d/multus.d/multus.kubeconfig",
+                 "someFutureKey": 1}"#,
+        )
+        .unwrap();
+        assert_eq!(config.cni_version, CniVersion::V0_1_0);
+        assert_eq!(config.delegates.len(), 1);
+    }
+
+    #[test]
     fn the_oldest_format_names_the_cluster_network_with_masterplugin() {
         let config = MetaConfig::parse(
             br#"{"cniVersion": "0.3.1", "name": "m", "type": "plexus",
@@ -190,7 +238,7 @@ mod tests {
     fn errors_name_the_key() {
         let cases: [(&[u8], &str); 5] = [
             (br#"{"cniVersion": "1.0.0", "type": "plexus"}"#, "needs clusterNetwork"),
-            (br#"{"type": "plexus", "clusterNetwork": "x"}"#, "cniVersion is missing"),
+            (br#"{"cniVersion": "0.0.9", "clusterNetwork": "x"}"#, "unsupported CNI version \"0.0.9\""),
             (
                 br#"{"cniVersion": "1.0.0", "clusterNetwork": "x", "NamespaceIsolation": "yes"}"#,
                 "NamespaceIsolation must be true or false",

@@ -16,6 +16,7 @@ use super::cluster::Cluster;
 use super::config::MetaConfig;
 use super::devices::{Devices, forget_device_info};
 use super::plan::{Attachment, Planner, cached_config, effective_config};
+use super::selection::NetworkSelection;
 use super::status;
 use crate::delegate::{Binaries, Delegator, Registry};
 use crate::error::{Error, ErrorList};
@@ -60,12 +61,22 @@ impl crate::error::Failure for MetaError {
 
 /// CNI_ARGS for a delegate, as Multus gives them: `IgnoreUnknown=1` (plugins that know no
 /// Kubernetes args refuse them otherwise, and runtimes do not always send it) and the pod's
-/// identity; nothing else of the caller's.
-fn delegate_args(invocation: &Invocation) -> String {
+/// identity; nothing else of the caller's. On ADD, the selection's `mac` and `ips` too, as
+/// `MAC=` and `IP=` (comma-separated), whatever the network's capabilities: static IPAM and
+/// host-local read them there (the selection checked both, so neither holds `;` or `=`).
+fn delegate_args(invocation: &Invocation, selection: Option<&NetworkSelection>) -> String {
     let mut args = vec!["IgnoreUnknown=1".to_owned()];
     for key in ["K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID"] {
         if let Some(value) = invocation.cni_arg(key) {
             args.push(format!("{key}={value}"));
+        }
+    }
+    if let Some(selection) = selection {
+        if let Some(mac) = &selection.mac {
+            args.push(format!("MAC={mac}"));
+        }
+        if !selection.ips.is_empty() {
+            args.push(format!("IP={}", selection.ips.join(",")));
         }
     }
     args.join(";")
@@ -114,7 +125,7 @@ impl MetaPlugin<'_> {
             command,
             netns: netns.map(Path::to_path_buf),
             ifname: ifname.clone(),
-            args: delegate_args(invocation),
+            args: delegate_args(invocation, None),
             ..invocation.clone()
         }
     }
@@ -171,8 +182,9 @@ impl MetaPlugin<'_> {
             Delegator::new(self.binaries(), self.registry.clone(), &kernel).with_cluster(self.cluster);
         for (i, att) in plan.iter().enumerate() {
             let config = effective_config(&att.found.config, &att.injected);
-            let call =
+            let mut call =
                 Self::delegate_invocation(invocation, Command::Add, &att.ifname, invocation.netns.as_deref());
+            call.args = delegate_args(invocation, att.selection.as_ref());
             let added = timed(format!("delegate {}", att.name), || {
                 delegator.add(&config, &call, &att.runtime_config)
             });
@@ -192,12 +204,25 @@ impl MetaPlugin<'_> {
             return Err(err);
         }
 
+        // The runtime's answer, in the version of the meta-plugin's config (a 0.2.0 one has
+        // no form without an address: undone like any failed step).
+        let cluster_result = entry.attachments[0].result.clone().unwrap_or(Value::Null);
+        let answer = CniResult::from_value(&cluster_result)
+            .and_then(|result| result.to_value(self.config.cni_version))
+            .map_err(|e| Error::from(e).context(format!("the result of network {}", plan[0].name)));
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(err) => {
+                self.roll_back(&delegator, invocation, &entry, plan.len() - 1);
+                return Err(err);
+            }
+        };
+
         let statuses = status::statuses(&plan, &entry, self.devices)?;
         if let (Some(cluster), Some(pod)) = (self.cluster, &pod) {
             status::report(cluster, pod, &statuses)?;
         }
-        let cluster_result = entry.attachments[0].result.clone().unwrap_or(Value::Null);
-        Ok(CniResult::from_value(&cluster_result)?.to_value(self.config.cni_version))
+        Ok(answer)
     }
 
     /// Deletes attachments `0..=last` in reverse after a failed ADD, and the cache with them
@@ -468,7 +493,18 @@ mod tests {
             path: vec!["/opt/cni/bin".into()],
         };
         let with_pod = invocation("K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web;MAC=x");
-        assert_eq!(delegate_args(&with_pod), "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web");
-        assert_eq!(delegate_args(&invocation("")), "IgnoreUnknown=1");
+        assert_eq!(delegate_args(&with_pod, None), "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web");
+        assert_eq!(delegate_args(&invocation(""), None), "IgnoreUnknown=1");
+        // The pod's own requests, as Multus adds them on ADD.
+        let selection = NetworkSelection {
+            name: "static-net".into(),
+            mac: Some("c2:b0:57:49:47:f1".into()),
+            ips: vec!["10.1.1.101/24".into(), "fd00::5/64".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            delegate_args(&with_pod, Some(&selection)),
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web;MAC=c2:b0:57:49:47:f1;IP=10.1.1.101/24,fd00::5/64"
+        );
     }
 }

@@ -111,9 +111,9 @@ fn from_json(annotation: &str, index: usize, item: &Value) -> Result<NetworkSele
     };
     let what = format!("{annotation}[{index}]");
     let keys = Keys::new(map, &what);
-    if let Some(key) = keys.unknown(&KNOWN).first() {
-        return Err(ConfigError::invalid(what.clone(), format!("unknown key {key:?}")));
-    }
+    // Multus decodes elements with Go's encoding/json: other keys (its own examples have
+    // "gateway", its tests "ipRequest") are ignored.
+    keys.warn_unknown(&KNOWN);
     let name = keys.string("name")?.ok_or_else(|| bad(annotation, index, &item.to_string(), "no name"))?;
     let default_route = match keys.value("default-route") {
         None => None,
@@ -234,6 +234,21 @@ mod tests {
     }
 
     #[test]
+    fn unknown_keys_are_ignored_as_multus_ignores_them() {
+        // The shape of Multus's examples/macvlan-pod.yml ("gateway") and its tests ("ipRequest").
+        let got = parse(
+            NETWORKS_ANNOTATION,
+            r#"[{"name": "macvlan-conf", "ips": ["10.1.1.101/24"], "mac": "c2:b0:57:49:47:f1",
+                 "gateway": ["10.1.1.1"]},
+                {"name": "net2", "ipRequest": ["10.2.0.5/24"]}]"#,
+        )
+        .unwrap();
+        assert_eq!(got[0].ips, ["10.1.1.101/24"]);
+        assert_eq!(got[0].mac.as_deref(), Some("c2:b0:57:49:47:f1"));
+        assert_eq!(got[1], NetworkSelection { name: "net2".into(), ..Default::default() });
+    }
+
+    #[test]
     fn bad_elements_are_named() {
         let cases = [
             ("net-a,Bad_Name", "[1] (Bad_Name): network name \"Bad_Name\""),
@@ -248,7 +263,6 @@ mod tests {
             (r#"[{"name": "x", "ips": ["10.0.0.1"]}]"#, "[0] (x): ips:"),
             (r#"[{"name": "x", "interface": "a b"}]"#, "[0] (x): invalid interface name"),
             (r#"[{"name": "x", "default-route": ["gw"]}]"#, "default-route: \"gw\""),
-            (r#"[{"name": "x", "color": "red"}]"#, "unknown key \"color\""),
             (r#"[{"namespace": "x"}]"#, "no name"),
             ("[{", "not valid JSON"),
         ];

@@ -168,11 +168,24 @@ const NEW_ROUTE_KEYS: [&str; 5] = ["mtu", "advmss", "priority", "table", "scope"
 
 impl CniResult {
     /// Reads a result of any supported version (0.3.x and 0.4.0 IPs carry a `version`, which
-    /// the address itself already says).
+    /// the address itself already says; 0.1.0 and 0.2.0 have one `ip4` and one `ip6`).
     pub fn from_value(value: &Value) -> Result<Self, ConfigError> {
         let what = || "result".to_owned();
-        if let Some(version) = value.get("cniVersion").and_then(Value::as_str) {
-            version.parse::<CniVersion>().map_err(|error| ConfigError::Version { what: what(), error })?;
+        let version = match value.get("cniVersion").and_then(Value::as_str) {
+            Some(version) => Some(
+                version
+                    .parse::<CniVersion>()
+                    .map_err(|error| ConfigError::Version { what: what(), error })?,
+            ),
+            None => None,
+        };
+        let legacy = match version {
+            Some(version) => version.legacy_result(),
+            // A plugin that says no version: its shape says it.
+            None => value.get("ips").is_none() && (value.get("ip4").is_some() || value.get("ip6").is_some()),
+        };
+        if legacy {
+            return from_legacy(value).map_err(|error| ConfigError::Decode { what: what(), error });
         }
         let mut value = value.clone();
         if let Some(ips) = value.get_mut("ips").and_then(Value::as_array_mut) {
@@ -183,11 +196,16 @@ impl CniResult {
         serde_json::from_value(value).map_err(|error| ConfigError::Decode { what: what(), error })
     }
 
-    /// The result as JSON of `version`.
-    pub fn to_value(&self, version: CniVersion) -> Value {
+    /// The result as JSON of `version`. 0.1.0 and 0.2.0 hold the first IPv4 and the first
+    /// IPv6 address with their routes, as libcni converts; a result with no address has no
+    /// such form (libcni refuses it too).
+    pub fn to_value(&self, version: CniVersion) -> Result<Value, ConfigError> {
+        if version.legacy_result() {
+            return self.to_legacy(version);
+        }
         let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
         let Some(object) = value.as_object_mut() else {
-            return value;
+            return Ok(value);
         };
         if version < CniVersion::V1_1_0 {
             strip(object.get_mut("interfaces"), &NEW_INTERFACE_KEYS);
@@ -206,8 +224,77 @@ impl CniResult {
         let mut out = Map::new();
         out.insert("cniVersion".into(), Value::String(version.as_str().into()));
         out.extend(std::mem::take(object));
-        Value::Object(out)
+        Ok(Value::Object(out))
     }
+
+    fn to_legacy(&self, version: CniVersion) -> Result<Value, ConfigError> {
+        let mut out = Map::new();
+        out.insert("cniVersion".into(), Value::String(version.as_str().into()));
+        for (key, v4) in [("ip4", true), ("ip6", false)] {
+            let Some(ip) = self.ips.iter().find(|ip| ip.address.is_ipv4() == v4) else { continue };
+            let routes: Vec<Value> = self
+                .routes
+                .iter()
+                .filter(|r| r.dst.is_ipv4() == v4)
+                .map(|r| {
+                    let mut route = serde_json::json!({"dst": r.dst});
+                    if let Some(gw) = r.gw {
+                        route["gw"] = serde_json::json!(gw);
+                    }
+                    route
+                })
+                .collect();
+            let mut config = serde_json::json!({"ip": ip.address});
+            if let Some(gateway) = ip.gateway {
+                config["gateway"] = serde_json::json!(gateway);
+            }
+            if !routes.is_empty() {
+                config["routes"] = Value::Array(routes);
+            }
+            out.insert(key.into(), config);
+        }
+        if out.len() == 1 {
+            return Err(ConfigError::invalid(
+                "result",
+                format!(
+                    "has no IP address, which a CNI {version} result must have (give the network an ipam)"
+                ),
+            ));
+        }
+        if !self.dns.is_empty() {
+            out.insert("dns".into(), serde_json::to_value(&self.dns).unwrap_or(Value::Null));
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// A 0.1.0/0.2.0 result (`ip4`, `ip6`: `ip`, `gateway`, `routes`; `dns`), as libcni converts
+/// it up: the addresses and routes in order, no interfaces.
+fn from_legacy(value: &Value) -> Result<CniResult, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Legacy {
+        #[serde(default)]
+        ip4: Option<LegacyIp>,
+        #[serde(default)]
+        ip6: Option<LegacyIp>,
+        #[serde(default)]
+        dns: Dns,
+    }
+    #[derive(Deserialize)]
+    struct LegacyIp {
+        ip: IpPrefix,
+        #[serde(default)]
+        gateway: Option<IpAddr>,
+        #[serde(default)]
+        routes: Vec<Route>,
+    }
+    let legacy: Legacy = serde_json::from_value(value.clone())?;
+    let mut result = CniResult { dns: legacy.dns, ..Default::default() };
+    for ip in [legacy.ip4, legacy.ip6].into_iter().flatten() {
+        result.ips.push(IpConfig { address: ip.ip, gateway: ip.gateway, interface: None });
+        result.routes.extend(ip.routes);
+    }
+    Ok(result)
 }
 
 fn strip(list: Option<&mut Value>, keys: &[&str]) {
@@ -240,14 +327,14 @@ mod tests {
     #[test]
     fn converts_between_versions() {
         let result = CniResult::from_value(&sample()).unwrap();
-        assert_eq!(result.to_value(CniVersion::V1_1_0), sample());
-        let v04 = result.to_value(CniVersion::V0_4_0);
+        assert_eq!(result.to_value(CniVersion::V1_1_0).unwrap(), sample());
+        let v04 = result.to_value(CniVersion::V0_4_0).unwrap();
         assert_eq!(v04["cniVersion"], "0.4.0");
         assert_eq!(v04["ips"][0]["version"], "4");
         assert_eq!(v04["ips"][1]["version"], "6");
         assert!(v04["interfaces"][1].get("mtu").is_none() && v04["interfaces"][1].get("pciID").is_none());
         assert!(v04["routes"][0].get("priority").is_none());
-        let v10 = result.to_value(CniVersion::V1_0_0);
+        let v10 = result.to_value(CniVersion::V1_0_0).unwrap();
         assert!(v10["ips"][0].get("version").is_none());
         // Back up from 0.4.0: the version keys go, the rest stays.
         let again = CniResult::from_value(&v04).unwrap();
@@ -256,8 +343,40 @@ mod tests {
     }
 
     #[test]
+    fn converts_to_and_from_the_0_2_0_shape_as_libcni() {
+        let result = CniResult::from_value(&sample()).unwrap();
+        let v02 = result.to_value(CniVersion::V0_2_0).unwrap();
+        assert_eq!(
+            v02,
+            json!({"cniVersion": "0.2.0",
+                   "ip4": {"ip": "10.244.0.2/24", "gateway": "10.244.0.1",
+                           "routes": [{"dst": "0.0.0.0/0", "gw": "10.244.0.1"}]},
+                   "ip6": {"ip": "fd00::2/64"},
+                   "dns": {"nameservers": ["10.96.0.10"], "search": ["svc.cluster.local"]}})
+        );
+        let back = CniResult::from_value(&v02).unwrap();
+        assert!(back.interfaces.is_empty());
+        assert_eq!(
+            back.ips.iter().map(|ip| ip.address.to_string()).collect::<Vec<_>>(),
+            ["10.244.0.2/24", "fd00::2/64"]
+        );
+        assert_eq!(back.ips[0].gateway, Some("10.244.0.1".parse().unwrap()));
+        assert_eq!(back.routes.len(), 1);
+        assert_eq!(back.dns, result.dns);
+        // A plugin that prints the old shape without a version is read by its shape; 0.1.0 too.
+        let unversioned = CniResult::from_value(&json!({"ip4": {"ip": "10.1.0.5/16"}})).unwrap();
+        assert_eq!(unversioned.ips[0].address.to_string(), "10.1.0.5/16");
+        assert_eq!(result.to_value(CniVersion::V0_1_0).unwrap()["cniVersion"], "0.1.0");
+        // No address: no 0.2.0 form.
+        let err = CniResult::default().to_value(CniVersion::V0_2_0).unwrap_err();
+        assert!(err.to_string().contains("no IP address"), "{err}");
+    }
+
+    #[test]
     fn refuses_bad_results() {
         let err = CniResult::from_value(&json!({"cniVersion": "0.2.0", "ip4": {}})).unwrap_err();
+        assert!(err.to_string().contains("missing field `ip`"), "{err}");
+        let err = CniResult::from_value(&json!({"cniVersion": "0.9.0", "ips": []})).unwrap_err();
         assert_eq!(crate::error::Failure::code(&err), 1);
         let err = CniResult::from_value(&json!({"ips": [{"address": "10.0.0.1"}]})).unwrap_err();
         assert_eq!(crate::error::Failure::code(&err), 6);

@@ -6,7 +6,11 @@ use std::str::FromStr;
 /// A CNI spec version Plexus speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CniVersion {
-    /// 0.3.0
+    /// 0.1.0: what libcni reads a config without `cniVersion` as.
+    V0_1_0,
+    /// 0.2.0: results carry one `ip4` and one `ip6` instead of lists.
+    V0_2_0,
+    /// 0.3.0: results list interfaces and addresses.
     V0_3_0,
     /// 0.3.1
     V0_3_1,
@@ -31,13 +35,16 @@ impl CniVersion {
     }
 
     /// Every version, oldest first.
-    pub const ALL: [CniVersion; 5] = [Self::V0_3_0, Self::V0_3_1, Self::V0_4_0, Self::V1_0_0, Self::V1_1_0];
+    pub const ALL: [CniVersion; 7] =
+        [Self::V0_1_0, Self::V0_2_0, Self::V0_3_0, Self::V0_3_1, Self::V0_4_0, Self::V1_0_0, Self::V1_1_0];
     /// The newest.
     pub const LATEST: CniVersion = Self::V1_1_0;
 
     /// The version string.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::V0_1_0 => "0.1.0",
+            Self::V0_2_0 => "0.2.0",
             Self::V0_3_0 => "0.3.0",
             Self::V0_3_1 => "0.3.1",
             Self::V0_4_0 => "0.4.0",
@@ -48,7 +55,12 @@ impl CniVersion {
 
     /// Whether results carry `"version"` on each IP (0.3.x and 0.4.0).
     pub fn ips_have_version(self) -> bool {
-        self < Self::V1_0_0
+        (Self::V0_3_0..Self::V1_0_0).contains(&self)
+    }
+
+    /// Whether results have the 0.1.0/0.2.0 shape (`ip4`, `ip6`, no interfaces).
+    pub fn legacy_result(self) -> bool {
+        self < Self::V0_3_0
     }
 }
 

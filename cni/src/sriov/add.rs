@@ -16,7 +16,6 @@ use crate::delegate::Request;
 use crate::error::Error;
 use crate::ipam;
 use crate::spec::result::{CniResult, Interface};
-use crate::spec::version::CniVersion;
 
 impl Sriov {
     /// ADD, with the time of each phase: `lookup`, `record`, `vf`, `move`, `link`, `ipam`,
@@ -30,7 +29,7 @@ impl Sriov {
     fn add_inner(&self, request: &Request<'_>, phases: &mut Phases) -> Result<Value, Error> {
         let (invocation, kernel, raw) = (request.invocation, request.kernel, request.config);
         let config = SriovConfig::parse(raw)?;
-        let version = CniVersion::of_config(raw, "sriov config")?;
+        let version = ipam::result_version(raw, "sriov config")?;
         let vf = config.device_id;
         let sysfs = self.node.sysfs().path().to_owned();
         let location = self.locate(vf)?.ok_or(SriovError::NoDevice { vf, sysfs })?;
@@ -105,10 +104,19 @@ impl Sriov {
         phases.mark("record");
 
         let netdev = netdev.as_ref().map(|(_, info)| info);
-        match self.attach(request, &record, &location, &config, netdev, phases) {
-            Ok(mut result) => {
+        let attached =
+            self.attach(request, &record, &location, &config, netdev, phases).and_then(|mut result| {
                 result.interfaces[0].sandbox = invocation.netns_str();
-                let value = result.to_value(version);
+                // Only an IPAM that gave no address fails here (see `ipam::result_version`).
+                result.to_value(version).map_err(|e| {
+                    if let Err(undo) = ipam::release(request.config, invocation) {
+                        tracing::warn!(vf = %vf, "releasing the addresses of a failed ADD: {undo}");
+                    }
+                    Error::from(e)
+                })
+            });
+        match attached {
+            Ok(value) => {
                 phases.mark("result");
                 Ok(value)
             }

@@ -24,7 +24,6 @@ use crate::multus::cluster::{Cluster, Pod};
 use crate::multus::devices::{cni_device_info_path, write_cni_device_info};
 use crate::spec::Invocation;
 use crate::spec::result::{CniResult, Interface};
-use crate::spec::version::CniVersion;
 
 /// The pod the call is for, when the meta-plugin has Kubernetes access.
 fn pod_of(invocation: &Invocation, cluster: Option<&dyn Cluster>) -> Result<Option<Pod>, Error> {
@@ -87,7 +86,7 @@ impl Userspace {
         let (invocation, raw, cluster) = (request.invocation, request.config, request.cluster);
         let ifname = invocation.ifname.as_str();
         let config = UserspaceConfig::parse(raw)?;
-        let version = CniVersion::of_config(raw, "userspace config")?;
+        let version = ipam::result_version(raw, "userspace config")?;
         let pod = pod_of(invocation, cluster)?;
         let records = Records::new(data_dir(raw));
         let port = port_name(&invocation.container_id, ifname);
@@ -108,8 +107,10 @@ impl Userspace {
         // Saved before anything is made, and after each step: DEL undoes what it lists.
         records.save(&record)?;
         let made = self.add_steps(&config, &mut record, &records, &dir, make_dir, invocation, raw);
-        let ip_result = match made {
-            Ok(result) => result,
+        // Only an IPAM that gave no address fails the conversion (see `ipam::result_version`).
+        let made = made.and_then(|result| Ok((result.to_value(version)?, result)));
+        let (ip_value, ip_result) = match made {
+            Ok(made) => made,
             Err(err) => {
                 self.log_undo(self.undo(&record, &records, raw, invocation));
                 return Err(err);
@@ -124,7 +125,7 @@ impl Userspace {
             vhost["mode"] = json!(pod_mode.as_str());
             vhost["socketfile"] = json!(socket_file);
             let entry = json!({"containerId": invocation.container_id, "ifName": ifname, "name": config.name,
-                               "config": container, "ipResult": ip_result.to_value(version)});
+                               "config": container, "ipResult": ip_value});
             let mut data: Vec<Value> = pod
                 .annotations
                 .get(CONFIGURATION_DATA_ANNOTATION)
@@ -162,7 +163,8 @@ impl Userspace {
         for ip in &mut result.ips {
             ip.interface = Some(0);
         }
-        Ok(result.to_value(version))
+        // The same addresses converted above: this cannot fail.
+        Ok(result.to_value(version)?)
     }
 
     #[allow(clippy::too_many_arguments)]
