@@ -5,7 +5,8 @@
 //! - `PCIDEVICE_<PREFIX>_<NAME>_INFO`: per device, `generic.deviceID`, `vfio.mount` and
 //!   `vfio.dev-mount` for VFs bound to vfio-pci, and `extra` from the pool's `additionalInfo`;
 //! - device nodes: `/dev/vfio/vfio` and `/dev/vfio/<group>` for vfio-pci, `/dev/vhost-net` and
-//!   `/dev/net/tun` for `needVhostNet`;
+//!   `/dev/net/tun` for `needVhostNet`, the RDMA device's `/dev/infiniband/uverbsN`, `umadN`,
+//!   `issmN` and `rdma_cm` for `isRdma` (and an `rdma` part in `_INFO` naming them);
 //! - a device-info file per device (device-info spec 1.1.0) for the CNI side.
 
 use std::collections::BTreeMap;
@@ -104,6 +105,12 @@ pub fn container_response(
             add_spec("/dev/vhost-net".to_owned());
             add_spec("/dev/net/tun".to_owned());
         }
+        if !device.rdma_char_devices.is_empty() {
+            entry.insert("rdma".into(), rdma_info(device));
+            for path in &device.rdma_char_devices {
+                add_spec(path.clone());
+            }
+        }
         let mut extra: BTreeMap<&String, &String> = BTreeMap::new();
         for key in ["*", id.as_str()] {
             if let Some(values) = pool.additional_info.get(key) {
@@ -128,6 +135,23 @@ pub fn container_response(
         annotations: Default::default(),
         cdi_devices: Vec::new(),
     })
+}
+
+/// The `rdma` part of a device's `_INFO`, as the device plugin gives it: each kind of
+/// character device by its path in the container, and the RDMA device's name.
+fn rdma_info(device: &PoolDevice) -> Value {
+    let mut info = Map::new();
+    for path in &device.rdma_char_devices {
+        let name = path.rsplit('/').next().unwrap_or_default();
+        let kind = ["uverbs", "umad", "issm", "rdma_cm"].into_iter().find(|k| name.starts_with(k));
+        if let Some(kind) = kind {
+            info.insert(kind.into(), json!(path));
+        }
+    }
+    if let Some(rdma) = device.rdma_devices.first() {
+        info.insert("rdma_dev".into(), json!(rdma));
+    }
+    Value::Object(info)
 }
 
 /// Writes the device-info file (spec 1.1.0) atomically: a reader sees the old file or the new.
@@ -198,6 +222,7 @@ mod tests {
             netdev: None,
             iommu_group: group.map(IommuGroup),
             rdma_devices: Vec::new(),
+            rdma_char_devices: Vec::new(),
             need_vhost_net: vhost,
             healthy: true,
         }

@@ -172,6 +172,7 @@ mod tests {
                     netdev: None,
                     iommu_group: None,
                     rdma_devices: Vec::new(),
+                    rdma_char_devices: Vec::new(),
                     need_vhost_net: false,
                     healthy: true,
                 });

@@ -3,8 +3,11 @@
 //! `{"resourceList": [{"resourceName": ..., "resourcePrefix": ..., "deviceType": "netDevice",
 //! "excludeTopology": false, "selectors": {...} or [{...}, ...], "additionalInfo": {...}}]}`
 //!
-//! Everything is checked before the agent starts: an unknown key or a bad value is an error
-//! that names the file, the pool and the key.
+//! Read as the device plugin's Go decoding reads it: keys match case-insensitively (the SR-IOV
+//! operator renders `IsRdma`, `NeedVhostNet`), `null` is an absent key, and an unknown key
+//! (`SelectorObj`) is ignored with a warning naming it. Everything is checked before the agent
+//! starts: a bad value is an error that names the file, the pool and the key; so is a selector
+//! of the device plugin that Plexus does not implement.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -113,8 +116,9 @@ pub struct Selector {
     pub root_devices: Vec<PfRef<PciAddress>>,
     /// `linkTypes` (`ether`, `infiniband`, ...).
     pub link_types: Vec<String>,
-    /// `isRdma`: when set, whether the device must (or must not) have an RDMA device.
-    pub is_rdma: Option<bool>,
+    /// `isRdma`: the device must have an RDMA device, and the container gets its character
+    /// devices. False is no filter, as in the device plugin (every mlx5 VF has one).
+    pub is_rdma: bool,
     /// `needVhostNet`: the devices it selects get `/dev/vhost-net` and `/dev/net/tun`.
     pub need_vhost_net: bool,
 }
@@ -123,8 +127,12 @@ pub struct Selector {
 const POOL_KEYS: [&str; 6] =
     ["resourceName", "resourcePrefix", "deviceType", "excludeTopology", "selectors", "additionalInfo"];
 
-/// The keys of a `netDevice` selector object that Plexus implements.
-const SELECTOR_KEYS: [&str; 9] = [
+/// Selectors of the SR-IOV device plugin that Plexus does not implement: refused by name (a
+/// pool that silently selected more than asked would be worse).
+const UNSUPPORTED_SELECTOR_KEYS: [&str; 5] = ["acpiIndexes", "ddpProfiles", "pKeys", "vdpaType", "auxTypes"];
+
+/// Every selector key the device plugin knows: the others are ignored with a warning.
+const SELECTOR_KEYS_ALL: [&str; 14] = [
     "vendors",
     "devices",
     "drivers",
@@ -134,28 +142,37 @@ const SELECTOR_KEYS: [&str; 9] = [
     "linkTypes",
     "isRdma",
     "needVhostNet",
+    "acpiIndexes",
+    "ddpProfiles",
+    "pKeys",
+    "vdpaType",
+    "auxTypes",
 ];
 
-/// Selectors of the SR-IOV device plugin that Plexus does not implement: named in the error
-/// instead of being reported as unknown.
-const UNSUPPORTED_SELECTOR_KEYS: [&str; 5] = ["acpiIndexes", "ddpProfiles", "pKeys", "vdpaType", "auxTypes"];
+/// The object's value at `key`, matched as Go matches a struct field (the exact key first,
+/// else any case); `None` when absent or `null`.
+fn lookup<'a>(object: &'a serde_json::Map<String, Value>, key: &str) -> Option<(&'a String, &'a Value)> {
+    object
+        .get_key_value(key)
+        .or_else(|| object.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)))
+        .filter(|(_, v)| !v.is_null())
+}
 
 /// The object's value at `key` as a `T`, `None` when absent; a wrong type names the key.
 fn field<T: serde::de::DeserializeOwned>(
     object: &serde_json::Map<String, Value>,
     key: &str,
 ) -> Result<Option<T>, (String, String)> {
-    match object.get(key) {
+    match lookup(object, key) {
         None => Ok(None),
-        Some(value) => T::deserialize(value).map(Some).map_err(|e| (key.to_owned(), e.to_string())),
+        Some((name, value)) => T::deserialize(value).map(Some).map_err(|e| (name.clone(), e.to_string())),
     }
 }
 
-/// Refuses keys not in `known`.
-fn only_keys(object: &serde_json::Map<String, Value>, known: &[&str]) -> Result<(), (String, String)> {
-    match object.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(key) => Err((key.clone(), format!("unknown key (expected one of {})", known.join(", ")))),
-        None => Ok(()),
+/// Logs each key not in `known` (in any case) as ignored, as the device plugin ignores it.
+fn warn_unknown(object: &serde_json::Map<String, Value>, known: &[&str], place: &Place<'_>, inner: &str) {
+    for key in object.keys().filter(|k| !known.iter().any(|known| known.eq_ignore_ascii_case(k))) {
+        tracing::warn!("{}: {}{inner}: ignoring the unknown key {key:?}", place.path, place.location);
     }
 }
 
@@ -191,18 +208,20 @@ impl PoolConfig {
         let Value::Object(object) = value else {
             return Err(top.err("", "expected an object with \"resourceList\""));
         };
-        if let Some(key) = object.keys().find(|k| k.as_str() != "resourceList") {
-            return Err(top.err(key, "unknown key (expected only \"resourceList\")"));
-        }
-        let list = match object.get("resourceList") {
-            Some(Value::Array(list)) => list,
-            Some(_) => return Err(top.err("resourceList", "expected a list of pools")),
+        warn_unknown(&object, &["resourceList"], &top, "");
+        let list = match lookup(&object, "resourceList") {
+            Some((_, Value::Array(list))) => list,
+            Some((key, _)) => return Err(top.err(key, "expected a list of pools")),
             None => return Err(top.err("resourceList", "missing")),
         };
         let mut pools = Vec::with_capacity(list.len());
         let mut seen = BTreeSet::new();
         for (i, raw) in list.iter().enumerate() {
-            let name = raw.get("resourceName").and_then(Value::as_str).map_or_else(|| "?".into(), shortened);
+            let name = raw
+                .as_object()
+                .and_then(|o| lookup(o, "resourceName"))
+                .and_then(|(_, v)| v.as_str())
+                .map_or_else(|| "?".into(), shortened);
             let place = Place { path, location: format!("resourceList[{i}] ({name})") };
             let pool = parse_pool(raw, &place, default_prefix)?;
             if !seen.insert(pool.resource_name()) {
@@ -219,7 +238,7 @@ fn parse_pool(raw: &Value, place: &Place<'_>, default_prefix: &str) -> Result<Po
         return Err(place.err("", "expected an object"));
     };
     let at = |(key, message): (String, String)| place.err(&key, message);
-    only_keys(object, &POOL_KEYS).map_err(at)?;
+    warn_unknown(object, &POOL_KEYS, place, "");
     let name: String =
         field(object, "resourceName").map_err(at)?.ok_or_else(|| place.err("resourceName", "missing"))?;
     check_name(&name).map_err(|m| place.err("resourceName", m))?;
@@ -234,11 +253,11 @@ fn parse_pool(raw: &Value, place: &Place<'_>, default_prefix: &str) -> Result<Po
     }
     let exclude_topology = field(object, "excludeTopology").map_err(at)?.unwrap_or(false);
     let additional_info = field(object, "additionalInfo").map_err(at)?.unwrap_or_default();
-    let raw_selectors = match object.get("selectors") {
+    let raw_selectors = match lookup(object, "selectors") {
         None => return Err(place.err("selectors", "missing")),
-        Some(Value::Array(list)) => list.clone(),
-        Some(one @ Value::Object(_)) => vec![one.clone()],
-        Some(_) => return Err(place.err("selectors", "expected an object or a list of objects")),
+        Some((_, Value::Array(list))) => list.clone(),
+        Some((_, one @ Value::Object(_))) => vec![one.clone()],
+        Some((key, _)) => return Err(place.err(key, "expected an object or a list of objects")),
     };
     if raw_selectors.is_empty() {
         return Err(place.err("selectors", "empty list: the pool would select nothing"));
@@ -253,6 +272,7 @@ fn parse_pool(raw: &Value, place: &Place<'_>, default_prefix: &str) -> Result<Po
         let Value::Object(object) = value else {
             return Err(err("", "expected an object".into()));
         };
+        warn_unknown(object, &SELECTOR_KEYS_ALL, place, &format!(": selectors[{j}]"));
         selectors.push(parse_selector(object, &err)?);
     }
     Ok(PoolSpec { name, prefix, exclude_topology, selectors, additional_info })
@@ -262,11 +282,14 @@ fn parse_selector(
     object: &serde_json::Map<String, Value>,
     err: &dyn Fn(&str, String) -> ConfigError,
 ) -> Result<Selector, ConfigError> {
-    if let Some(key) = UNSUPPORTED_SELECTOR_KEYS.iter().find(|k| object.contains_key(**k)) {
+    // An operator renders every field: an empty list or string asks for nothing.
+    let used = |v: &Value| !matches!(v, Value::Array(a) if a.is_empty()) && v.as_str() != Some("");
+    if let Some((key, _)) =
+        UNSUPPORTED_SELECTOR_KEYS.iter().find_map(|k| lookup(object, k).filter(|(_, v)| used(v)))
+    {
         return Err(err(key, "this selector of the SR-IOV device plugin is not supported by Plexus".into()));
     }
     let at = |(key, message): (String, String)| err(&key, message);
-    only_keys(object, &SELECTOR_KEYS).map_err(at)?;
     let strings = |key: &str| -> Result<Vec<String>, ConfigError> {
         let values: Vec<String> = field(object, key).map_err(at)?.unwrap_or_default();
         match values.iter().find(|v| v.trim().is_empty()) {
@@ -325,7 +348,7 @@ fn parse_selector(
             })
             .collect::<Result<_, _>>()?,
         link_types,
-        is_rdma: field(object, "isRdma").map_err(at)?,
+        is_rdma: field(object, "isRdma").map_err(at)?.unwrap_or(false),
         need_vhost_net: field(object, "needVhostNet").map_err(at)?.unwrap_or(false),
     })
 }
@@ -452,9 +475,36 @@ mod tests {
         assert!(second.exclude_topology);
         assert_eq!(second.selectors.len(), 2);
         assert_eq!(second.selectors[1].root_devices[0].pf, "0000:20:00.1".parse().unwrap());
-        assert_eq!(second.selectors[1].is_rdma, Some(false));
+        assert!(!second.selectors[1].is_rdma);
         assert!(second.selectors[1].need_vhost_net);
         assert_eq!(second.additional_info["*"]["token"], "abc");
+    }
+
+    #[test]
+    fn reads_operator_rendered_configs_as_the_device_plugin_does() {
+        // The SR-IOV network operator's rendering: Go field names, nulls, every field present,
+        // keys the device plugin ignores.
+        let config = parse(
+            r#"{"ResourceList": [
+                {"resourceName": "mlnx_rdma", "ResourcePrefix": "openshift.io", "SelectorObj": null,
+                 "selectors": {"Vendors": ["15b3"], "Devices": ["101e"], "Drivers": null, "PfNames": ["ens3f0"],
+                               "RootDevices": null, "LinkTypes": [], "DDPProfiles": [], "IsRdma": true,
+                               "NeedVhostNet": false, "vdpaType": "", "pKeys": null, "colour": "blue"},
+                 "excludeTopology": false},
+                {"resourcename": "mlnx_dpdk", "SELECTORS": [{"isRdma": false, "drivers": ["mlx5_core"]}]}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(config.pools[0].resource_name(), "openshift.io/mlnx_rdma");
+        let s = &config.pools[0].selectors[0];
+        assert_eq!((s.vendors.clone(), s.devices.clone()), (vec![PciId(0x15b3)], vec![PciId(0x101e)]));
+        assert!(s.drivers.is_empty() && s.root_devices.is_empty() && s.link_types.is_empty());
+        assert!(s.is_rdma && !s.need_vhost_net);
+        assert_eq!(config.pools[1].resource_name(), "intel.com/mlnx_dpdk");
+        assert!(!config.pools[1].selectors[0].is_rdma, "false is no filter");
+        // What Plexus does not implement is still refused by name, whatever its case.
+        let err = error(r#"{"resourceList": [{"resourceName": "p", "selectors": {"DDPPROFILES": ["x"]}}]}"#);
+        assert!(err.contains("DDPPROFILES") && err.contains("not supported"), "{err}");
     }
 
     #[test]
@@ -484,10 +534,6 @@ mod tests {
     #[test]
     fn errors_name_the_file_pool_and_key() {
         let cases = [
-            (
-                r#"{"resourceList": [{"resourceName": "p1", "selectors": {"vendor": ["8086"]}}]}"#,
-                ["pools.json", "resourceList[0] (p1)", "selectors[0].vendor", "unknown key"],
-            ),
             (
                 r#"{"resourceList": [{"resourceName": "p1", "selectors": {}}, {"resourceName": "p2", "selectors": [{}, {"vendors": ["80861"]}]}]}"#,
                 ["pools.json", "resourceList[1] (p2)", "selectors[1].vendors", "\"80861\""],
@@ -537,10 +583,6 @@ mod tests {
                 r#"{"resourceList": [{"resourceName": "p", "deviceType": "accelerator", "selectors": {}}]}"#,
                 ["(p)", "deviceType", "\"accelerator\"", ""],
             ),
-            (
-                r#"{"resourceList": [{"resourceName": "p", "selectors": {}, "extra": 1}]}"#,
-                ["(p): extra", "unknown key", "resourceName", ""],
-            ),
             (r#"{"resourceList": [{"resourceName": "p"}]}"#, ["(p)", "selectors: missing", "", ""]),
             (
                 r#"{"resourceList": [{"resourceName": "p", "selectors": []}]}"#,
@@ -554,7 +596,6 @@ mod tests {
                 r#"{"resourceList": [{"resourceName": "p", "selectors": {}}, {"resourceName": "p", "selectors": {}}]}"#,
                 ["resourceList[1] (p)", "intel.com/p is defined twice", "", ""],
             ),
-            (r#"{"resourcelist": []}"#, ["top level: resourcelist", "unknown key", "", ""]),
             (r#"{"resourceList": {}}"#, ["top level: resourceList", "expected a list", "", ""]),
             (r#"{"resourceList": [ }"#, ["pools.json", "not valid JSON", "line 1", ""]),
         ];

@@ -30,6 +30,9 @@ pub struct PoolDevice {
     pub iommu_group: Option<IommuGroup>,
     /// Its RDMA devices.
     pub rdma_devices: Vec<String>,
+    /// The character devices of its RDMA devices, when its selector has `isRdma`: the
+    /// container gets them.
+    pub rdma_char_devices: Vec<String>,
     /// Whether the selector that chose it asked for vhost-net.
     pub need_vhost_net: bool,
     /// False while its PF's link is down or the device cannot be read.
@@ -123,7 +126,7 @@ pub fn assign(
         for (p, pool) in config.pools.iter().enumerate() {
             match select(pool, candidate) {
                 Ok(selector) => {
-                    let device = pool_device(candidate, selector, &problem_devices);
+                    let device = pool_device(candidate, selector, &problem_devices, found);
                     assignment.pools[p].push(device);
                     taken = true;
                     break;
@@ -228,11 +231,8 @@ fn matches(selector: &Selector, c: &Candidate<'_>) -> Result<(), String> {
             }
         }
     }
-    if let Some(want) = selector.is_rdma {
-        let has = !f.rdma_devices.is_empty();
-        if has != want {
-            return Err(format!("isRdma: device {} RDMA", if has { "has" } else { "has no" }));
-        }
+    if selector.is_rdma && f.rdma_devices.is_empty() {
+        return Err("isRdma: device has no RDMA device".to_owned());
     }
     Ok(())
 }
@@ -256,7 +256,12 @@ fn describe_ref<T: std::fmt::Display>(pf: &T, vfs: &Option<Vec<std::ops::RangeIn
     }
 }
 
-fn pool_device(c: &Candidate<'_>, selector: &Selector, problems: &BTreeSet<PciAddress>) -> PoolDevice {
+fn pool_device(
+    c: &Candidate<'_>,
+    selector: &Selector,
+    problems: &BTreeSet<PciAddress>,
+    found: &Discovery,
+) -> PoolDevice {
     let f = c.function;
     // A PF whose link is down takes its VFs with it. "unknown" is what many drivers (and
     // veth) report while working: only a definite down state counts.
@@ -273,6 +278,11 @@ fn pool_device(c: &Candidate<'_>, selector: &Selector, problems: &BTreeSet<PciAd
         netdev: f.netdev_name().map(str::to_owned),
         iommu_group: f.iommu_group,
         rdma_devices: f.rdma_devices.clone(),
+        rdma_char_devices: if selector.is_rdma {
+            f.rdma_devices.iter().filter_map(|d| found.rdma_char_devices.get(d)).flatten().cloned().collect()
+        } else {
+            Vec::new()
+        },
         need_vhost_net: selector.need_vhost_net,
         healthy: !pf_down && !problems.contains(&f.address),
     }
@@ -366,8 +376,7 @@ mod tests {
             node(SimSpec { pfs: 2, numa_nodes: 1, vfs_per_pf: 2, vfio_vfs_per_pf: 1, cpus_per_node: 2 });
         let pf0 = node.device_dir(node.pfs()[0].address);
         std::fs::write(pf0.join("net/ens1f0/operstate"), "down\n").unwrap();
-        std::fs::create_dir_all(node.device_dir(node.pfs()[1].vfs[0].address).join("infiniband/mlx5_3"))
-            .unwrap();
+        node.add_rdma(node.pfs()[1].vfs[0].address, "mlx5_3", 3).unwrap();
         let found = discover(&SysfsRoot::new(node.root())).unwrap();
         let config = config(
             r#"{"resourceList": [{"resourceName": "rdma", "selectors": {"isRdma": true}},
@@ -376,6 +385,23 @@ mod tests {
         let a = assign(&config, &found, &BTreeSet::new());
         assert_eq!(ids(&a.pools[0]), ["0000:20:03.0"]);
         assert_eq!(a.pools[0][0].rdma_devices, ["mlx5_3"]);
+        assert_eq!(
+            a.pools[0][0].rdma_char_devices,
+            [
+                "/dev/infiniband/uverbs3",
+                "/dev/infiniband/issm3",
+                "/dev/infiniband/umad3",
+                "/dev/infiniband/rdma_cm"
+            ]
+        );
+        // isRdma false is no filter, as in the device plugin: the RDMA VF is in the pool, and
+        // its container gets no RDMA device.
+        let no_filter = self::tests::config(
+            r#"{"resourceList": [{"resourceName": "all", "selectors": {"isRdma": false}}]}"#,
+        );
+        let all = assign(&no_filter, &found, &BTreeSet::new());
+        assert_eq!(all.pools[0].len(), 4);
+        assert!(all.pools[0].iter().all(|d| d.rdma_char_devices.is_empty()));
         // The vfio VF has no netdev: its PF's link type counts.
         assert_eq!(ids(&a.pools[1]), ["0000:20:02.0", "0000:20:02.1", "0000:20:03.1"]);
         let health: Vec<bool> = a.pools[1].iter().map(|d| d.healthy).collect();

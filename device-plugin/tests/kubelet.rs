@@ -44,12 +44,18 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with(POOLS, &[NET, DPDK], |_| {}).await
+    }
+
+    /// With `pools` on a node that `prepare` changed first; waits for `resources` to register.
+    async fn start_with(pools: &str, resources: &[&str], prepare: impl FnOnce(&ScratchNode)) -> Self {
         let spec = SimSpec { pfs: 4, numa_nodes: 2, vfs_per_pf: 4, vfio_vfs_per_pf: 1, cpus_per_node: 2 };
         let node = ScratchNode::tree("dp-e2e", &spec).unwrap();
+        prepare(&node);
         let kubelet_dir = node.dir().join("kubelet");
         let devinfo_dir = node.dir().join("devinfo");
         let kubelet = KubeletStandIn::start(&kubelet_dir).await.unwrap();
-        let config = PoolConfig::parse(POOLS, "pools.json", DEFAULT_PREFIX).unwrap();
+        let config = PoolConfig::parse(pools, "pools.json", DEFAULT_PREFIX).unwrap();
         let mut options = PluginOptions::new(SysfsRoot::new(node.root()));
         options.kubelet_dir = kubelet_dir.clone();
         options.devinfo_dir = devinfo_dir.clone();
@@ -64,7 +70,7 @@ impl Harness {
         });
         let harness =
             Self { node, kubelet, kubelet_dir, devinfo_dir, stop: Some(stop), plugin: Some(plugin) };
-        for resource in [NET, DPDK] {
+        for resource in resources {
             assert!(
                 harness.kubelet.wait_for_registration(resource, 0, WAIT).await.is_some(),
                 "{resource} registers"
@@ -239,6 +245,68 @@ async fn allocate_gives_envs_device_nodes_and_device_info_files() {
     let err = dpdk.allocate(request).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("0000:20:02.0"), "{}", err.message());
+    let _ = h.stop().await;
+}
+
+#[tokio::test]
+async fn an_rdma_pool_gives_the_vfs_character_devices_as_the_device_plugin_does() {
+    // The shape of deployments/configmap.yaml's sriov_mlnx pool, and an isRdma pool.
+    const RDMA: &str = "intel.com/sriov_rdma";
+    const MLNX: &str = "intel.com/sriov_mlnx";
+    let pools = r#"{"resourceList": [
+        {"resourceName": "sriov_rdma", "selectors": {"pfNames": ["ens1f0"], "IsRdma": true}},
+        {"resourceName": "sriov_mlnx", "selectors": {"pfNames": ["ens1f1"], "isRdma": false}}]}"#;
+    let h = Harness::start_with(pools, &[RDMA, MLNX], |node| {
+        for (pf, n) in [(0, 0), (1, 4)] {
+            for (i, vf) in node.pfs()[pf].vfs.iter().enumerate().take(2) {
+                let i = u32::try_from(i).unwrap();
+                node.add_rdma(vf.address, &format!("mlx5_{}", n + i), n + i).unwrap();
+            }
+        }
+    })
+    .await;
+    let vf = h.node.pfs()[0].vfs[1].address.to_string();
+    let mut rdma = h.client(RDMA).await;
+    let request = AllocateRequest {
+        container_requests: vec![ContainerAllocateRequest { devices_ids: vec![vf.clone()] }],
+    };
+    let response = rdma.allocate(request).await.unwrap().into_inner();
+    let container = &response.container_responses[0];
+    let paths: Vec<&str> = container.devices.iter().map(|d| d.host_path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/dev/infiniband/issm1",
+            "/dev/infiniband/rdma_cm",
+            "/dev/infiniband/umad1",
+            "/dev/infiniband/uverbs1"
+        ]
+    );
+    let info: Value = serde_json::from_str(&container.envs["PCIDEVICE_INTEL_COM_SRIOV_RDMA_INFO"]).unwrap();
+    assert_eq!(
+        info[&vf]["rdma"],
+        serde_json::json!({"uverbs": "/dev/infiniband/uverbs1", "umad": "/dev/infiniband/umad1",
+                           "issm": "/dev/infiniband/issm1", "rdma_cm": "/dev/infiniband/rdma_cm",
+                           "rdma_dev": "mlx5_1"})
+    );
+    let file = h.devinfo_dir.join(format!("dp/intel.com-sriov_rdma-{vf}-device.json"));
+    let content: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    assert_eq!(content["pci"]["rdma-device"], "mlx5_1");
+
+    // isRdma false: every VF of the PF, RDMA or not, and no RDMA devices for the container.
+    let mut mlnx = h.client(MLNX).await;
+    let mut stream = watch(&mut mlnx).await;
+    let listed = stream.message().await.unwrap().unwrap();
+    assert_eq!(listed.devices.len(), h.node.pfs()[1].vfs.len(), "{listed:?}");
+    let rdma_vf = h.node.pfs()[1].vfs[0].address.to_string();
+    let request = AllocateRequest {
+        container_requests: vec![ContainerAllocateRequest { devices_ids: vec![rdma_vf.clone()] }],
+    };
+    let response = mlnx.allocate(request).await.unwrap().into_inner();
+    let container = &response.container_responses[0];
+    assert!(container.devices.is_empty(), "{:?}", container.devices);
+    let info: Value = serde_json::from_str(&container.envs["PCIDEVICE_INTEL_COM_SRIOV_MLNX_INFO"]).unwrap();
+    assert!(info[&rdma_vf].get("rdma").is_none(), "{info}");
     let _ = h.stop().await;
 }
 

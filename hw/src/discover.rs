@@ -4,6 +4,7 @@
 //! Discovery never stops at one broken device: the device is left out and a [`Problem`] says
 //! why, naming the file.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 
@@ -134,6 +135,10 @@ pub struct Discovery {
     pub pfs: Vec<PhysicalFunction>,
     /// Devices left out.
     pub problems: Vec<Problem>,
+    /// The character devices of each RDMA device of the functions found (`mlx5_2` ->
+    /// `/dev/infiniband/uverbs2`, `umad2`, `issm2`, `rdma_cm`): what a container needs to use
+    /// it. Empty when no function has an RDMA device.
+    pub rdma_char_devices: BTreeMap<String, Vec<String>>,
 }
 
 impl Discovery {
@@ -168,6 +173,7 @@ pub fn discover(root: &SysfsRoot) -> Result<Discovery, SysfsError> {
         numa,
         pfs: Vec::new(),
         problems: numa_errors.into_iter().map(|error| Problem { device: None, error }).collect(),
+        rdma_char_devices: BTreeMap::new(),
     };
 
     // Two phases. The scan finds the PFs and their VFs' addresses, which costs a few syscalls
@@ -208,7 +214,42 @@ pub fn discover(root: &SysfsRoot) -> Result<Discovery, SysfsError> {
         }
     }
     found.pfs.sort_by_key(|pf| pf.function.address);
+    // Only a node with RDMA devices pays for reading the classes.
+    let has_rdma = found.pfs.iter().any(|pf| {
+        !pf.function.rdma_devices.is_empty() || pf.vfs.iter().any(|vf| !vf.function.rdma_devices.is_empty())
+    });
+    if has_rdma {
+        match rdma_char_devices(root) {
+            Ok(devices) => found.rdma_char_devices = devices,
+            Err(error) => found.problems.push(Problem { device: None, error }),
+        }
+    }
     Ok(found)
+}
+
+/// Where the kernel puts RDMA character devices in a container's view.
+const RDMA_DEV_DIR: &str = "/dev/infiniband";
+
+/// Each RDMA device's character devices, as the kernel lists them: `class/infiniband_verbs/
+/// uverbsN` and `class/infiniband_mad/{umadN,issmN}` name their RDMA device in `ibdev`;
+/// `rdma_cm` (`class/misc/rdma_cm`, present when rdma_ucm is loaded) serves them all.
+fn rdma_char_devices(root: &SysfsRoot) -> Result<BTreeMap<String, Vec<String>>, SysfsError> {
+    let mut devices: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for class in ["class/infiniband_verbs", "class/infiniband_mad"] {
+        let Some(dir) = root.dir(class)? else { continue };
+        for name in dir.list(".")? {
+            let Some(entry) = dir.child(&name)? else { continue };
+            if let Some(ibdev) = entry.read_opt("ibdev")? {
+                devices.entry(ibdev).or_default().push(format!("{RDMA_DEV_DIR}/{name}"));
+            }
+        }
+    }
+    if root.dir("class/misc/rdma_cm")?.is_some() {
+        for list in devices.values_mut() {
+            list.push(format!("{RDMA_DEV_DIR}/rdma_cm"));
+        }
+    }
+    Ok(devices)
 }
 
 /// Where one VF sits, read with a handful of syscalls instead of a discovery: what an

@@ -298,6 +298,23 @@ impl SimNode {
         write(&net.join("carrier"), if state == OperState::Up { "1\n" } else { "0\n" })
     }
 
+    /// Gives the function at `address` the RDMA device `name` with character devices number
+    /// `n` (`uverbsN`, `umadN`, `issmN`) and the shared `rdma_cm`, as mlx5 and rdma_ucm show
+    /// them in sysfs.
+    pub fn add_rdma(&self, address: PciAddress, name: &str, n: u32) -> Result<(), SimError> {
+        mkdir(&self.device_dir(address).join("infiniband").join(name))?;
+        for (class, char_device) in [
+            ("infiniband_verbs", format!("uverbs{n}")),
+            ("infiniband_mad", format!("umad{n}")),
+            ("infiniband_mad", format!("issm{n}")),
+        ] {
+            let dir = self.root.join("class").join(class).join(char_device);
+            mkdir(&dir)?;
+            write(&dir.join("ibdev"), format!("{name}\n"))?;
+        }
+        mkdir(&self.root.join("class/misc/rdma_cm"))
+    }
+
     /// Changes PF `pf`'s number of VFs, as writing `sriov_numvfs` does: the kernel removes all
     /// VFs, then creates `count` new ones (VF netdevs only; the tree's links are not touched).
     pub fn set_num_vfs(&mut self, pf: usize, count: u32) -> Result<(), SimError> {
