@@ -7,6 +7,11 @@
 //! networks); it never wraps itself (a config of type `plexus` is never the primary); and when
 //! another plugin renames or removes the file (Cilium in its exclusive mode renames every
 //! config it does not own), it puts it back and says what happened.
+//!
+//! A Multus config left on the node (`00-multus.conf`, a thick `multus-shim` one) is never
+//! wrapped: it would make Multus the cluster network, and since it sorts before ours the
+//! runtime would keep calling Multus. Its Multus keys (`namespaceIsolation`, ...) are taken
+//! over, it is renamed aside (`<name>.superseded`, which no runtime loads), and the log says so.
 
 use std::path::{Path, PathBuf};
 
@@ -49,12 +54,68 @@ pub struct AutoConfig {
     plugin_keys: Map<String, Value>,
     /// What this agent last wrote, to tell its own file from a changed one.
     written: Option<String>,
+    /// The `cniVersion` of the file (default: the primary's), and whether the primary is
+    /// given it too (Multus's `forceCNIVersion`).
+    cni_version: Option<String>,
+    force_cni_version: bool,
 }
 
-/// Whether `config` (a conf or a conflist) is Plexus's own: wrapping it would wrap ourselves.
-fn is_plexus(config: &Value) -> bool {
-    let is = |v: &Value| v["type"].as_str() == Some("plexus");
+/// Whether `config` (a conf or a conflist) has a plugin of one of `types`.
+fn has_type(config: &Value, types: &[&str]) -> bool {
+    let is = |v: &Value| v["type"].as_str().is_some_and(|t| types.contains(&t));
     is(config) || config["plugins"].as_array().is_some_and(|plugins| plugins.iter().any(is))
+}
+
+/// Whether `config` is Plexus's own: wrapping it would wrap ourselves.
+fn is_plexus(config: &Value) -> bool {
+    has_type(config, &["plexus"])
+}
+
+/// Whether `config` is Multus's (thin, or the thick daemon's shim).
+fn is_multus(config: &Value) -> bool {
+    has_type(config, &["multus", "multus-shim"])
+}
+
+/// The suffix a superseded Multus config is renamed with.
+pub const SUPERSEDED: &str = ".superseded";
+
+/// The keys of a Multus config that mean the same in ours. Not `kubeconfig` (it points into
+/// Multus's own directory, and the agent has its own access), nor `clusterNetwork` when it is
+/// a path (the thick daemon's paths are in its container's view).
+const MULTUS_KEYS: [&str; 15] = [
+    "clusterNetwork",
+    "defaultNetworks",
+    "namespaceIsolation",
+    "globalNamespaces",
+    "systemNamespaces",
+    "multusNamespace",
+    "readinessindicatorfile",
+    "confDir",
+    "cniDir",
+    "binDir",
+    "logFile",
+    "logLevel",
+    "logToStderr",
+    "retryDeleteOnError",
+    "auxiliaryCNIChainName",
+];
+
+/// The Multus keys of a Multus `config` (of its `multus` plugin, for a conflist), by their
+/// canonical names, matched in any case as Multus reads them.
+fn multus_keys(config: &Value) -> Map<String, Value> {
+    let plugin = config["plugins"]
+        .as_array()
+        .and_then(|plugins| plugins.iter().find(|p| is_multus(p)))
+        .unwrap_or(config);
+    let mut keys = Map::new();
+    for (key, value) in plugin.as_object().into_iter().flatten() {
+        let Some(name) = MULTUS_KEYS.iter().find(|k| k.eq_ignore_ascii_case(key)) else { continue };
+        if *name == "clusterNetwork" && value.as_str().is_some_and(|v| v.contains('/')) {
+            continue;
+        }
+        keys.insert((*name).to_owned(), value.clone());
+    }
+    keys
 }
 
 /// The capabilities the primary's plugins declare: the runtime passes their arguments only to
@@ -72,6 +133,10 @@ fn capabilities(config: &Value) -> Map<String, Value> {
     all
 }
 
+/// What a pass found: the primary config (its file name and content), and the Multus keys
+/// of the Multus configs found.
+type Found = (Option<(String, Value)>, Map<String, Value>);
+
 impl AutoConfig {
     /// For `conf_dir`; `plugin_keys` go into the `plexus` plugin (`daemonSocketDir`, ...); with
     /// `readiness`, nothing is written until that file exists, and ADD waits for it too.
@@ -84,7 +149,17 @@ impl AutoConfig {
             readiness: readiness.map(Path::to_owned),
             plugin_keys,
             written: None,
+            cni_version: None,
+            force_cni_version: false,
         }
+    }
+
+    /// Writes the file as CNI `version`; with `force`, the primary is given it too.
+    #[must_use]
+    pub fn with_cni_version(mut self, version: Option<String>, force: bool) -> Self {
+        self.cni_version = version;
+        self.force_cni_version = force;
+        self
     }
 
     fn ours(&self) -> PathBuf {
@@ -92,45 +167,83 @@ impl AutoConfig {
     }
 
     /// The primary config: the first file by name that the runtime would load (`.conf`,
-    /// `.conflist`, `.json`), is valid JSON and is not Plexus's own. Its name and content.
-    fn primary(&self) -> Result<Option<(String, Value)>, AutoConfigError> {
+    /// `.conflist`, `.json`), is valid JSON and is neither Plexus's own nor Multus's. Its
+    /// name and content, and the Multus keys of the Multus configs found (those still loaded
+    /// are renamed aside first; those renamed earlier still give their keys).
+    fn primary(&self) -> Result<Found, AutoConfigError> {
         let entries = match std::fs::read_dir(&self.conf_dir) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, Map::new())),
             Err(e) => return Err(io(&self.conf_dir)(e)),
         };
+        let loaded = |name: &str| [".conf", ".conflist", ".json"].iter().any(|ext| name.ends_with(ext));
         let mut names: Vec<String> = entries
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()))
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|name| {
-                name != FILE && [".conf", ".conflist", ".json"].iter().any(|ext| name.ends_with(ext))
+                name != FILE && (loaded(name) || name.strip_suffix(SUPERSEDED).is_some_and(&loaded))
             })
             .collect();
         names.sort();
+        let mut primary = None;
+        let mut inherited = Map::new();
         for name in names {
             let path = self.conf_dir.join(&name);
             let Ok(text) = std::fs::read_to_string(&path) else { continue };
-            match serde_json::from_str::<Value>(&text) {
-                Ok(config) if config.is_object() && !is_plexus(&config) => return Ok(Some((name, config))),
-                Ok(_) => {}
-                Err(e) => tracing::warn!("{}: not a CNI config ({e}): skipped", path.display()),
+            let config = match serde_json::from_str::<Value>(&text) {
+                Ok(config) if config.is_object() => config,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!("{}: not a CNI config ({e}): skipped", path.display());
+                    continue;
+                }
+            };
+            if is_multus(&config) {
+                for (key, value) in multus_keys(&config) {
+                    inherited.entry(key).or_insert(value);
+                }
+                if loaded(&name) {
+                    let aside = self.conf_dir.join(format!("{name}{SUPERSEDED}"));
+                    match std::fs::rename(&path, &aside) {
+                        Ok(()) => tracing::warn!(
+                            "{} is a Multus config left on the node: {FILE} supersedes it (its Multus keys \
+                             taken over); renamed to {}",
+                            path.display(),
+                            aside.display()
+                        ),
+                        Err(e) => tracing::warn!(
+                            "{} is a Multus config the runtime would pick before {FILE}: renaming it: {e}",
+                            path.display()
+                        ),
+                    }
+                }
+            } else if primary.is_none() && loaded(&name) && !is_plexus(&config) {
+                primary = Some((name, config));
             }
         }
-        Ok(None)
+        Ok((primary, inherited))
     }
 
-    /// The wrapper for `primary`.
-    fn wrapper(&self, primary: &Value) -> String {
+    /// The wrapper for `primary`, with `inherited` Multus keys where ours give none.
+    fn wrapper(&self, primary: &Value, inherited: Map<String, Value>) -> String {
         let mut plugin = Map::new();
         plugin.insert("type".into(), "plexus".into());
         let capabilities = capabilities(primary);
         if !capabilities.is_empty() {
             plugin.insert("capabilities".into(), Value::Object(capabilities));
         }
+        plugin.extend(inherited);
         plugin.extend(self.plugin_keys.clone());
+        let version = match &self.cni_version {
+            Some(version) => version.as_str(),
+            None => primary["cniVersion"].as_str().unwrap_or("1.0.0"),
+        };
+        let mut primary = primary.clone();
+        if self.force_cni_version {
+            primary["cniVersion"] = json!(version);
+        }
         plugin.insert("delegates".into(), json!([primary]));
-        let version = primary["cniVersion"].as_str().unwrap_or("1.0.0");
         let config = json!({"cniVersion": version, "name": "plexus-cni-network", "plugins": [plugin]});
         let mut text = serde_json::to_string_pretty(&config).unwrap_or_default();
         text.push('\n');
@@ -163,11 +276,12 @@ impl AutoConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io(&ours)(e)),
         };
-        let Some((name, primary)) = self.primary()? else {
+        let (primary, inherited) = self.primary()?;
+        let Some((name, primary)) = primary else {
             // Ours stays if it is there: it carries the last primary inline, which still works.
             return Ok(Outcome::Waiting(format!("no primary CNI config in {}", self.conf_dir.display())));
         };
-        let wanted = self.wrapper(&primary);
+        let wanted = self.wrapper(&primary, inherited);
         if on_disk.as_deref() == Some(wanted.as_str()) {
             self.written = Some(wanted);
             return Ok(Outcome::Unchanged);
@@ -287,6 +401,54 @@ mod tests {
         let mut again = AutoConfig::new(d.path(), None, keys());
         assert_eq!(again.reconcile().unwrap(), Outcome::Unchanged);
         assert_eq!(read(&d.path().join(FILE))["plugins"][0]["delegates"][0]["name"], "cbr0");
+    }
+
+    #[test]
+    fn a_leftover_multus_config_is_superseded_never_wrapped_and_its_keys_kept() {
+        let d = dir();
+        // Multus's thin auto-generated config, sorting before ours, with the primary inline.
+        let multus = json!({"cniVersion": "0.3.1", "name": "multus-cni-network", "type": "multus",
+            "NamespaceIsolation": true, "globalNamespaces": "default,shared", "logLevel": "verbose",
+            "kubeconfig": "/etc/cni/net.d/multus.d/multus.kubeconfig",
+            "delegates": [serde_json::from_str::<Value>(&flannel("0.3.1")).unwrap()]});
+        std::fs::write(d.path().join("00-multus.conf"), multus.to_string()).unwrap();
+        std::fs::write(d.path().join("10-flannel.conflist"), flannel("0.3.1")).unwrap();
+        // Our flag wins over Multus's key.
+        let mut flags = keys();
+        flags.insert("logLevel".into(), json!("debug"));
+        let mut auto = AutoConfig::new(d.path(), None, flags.clone());
+        assert_eq!(auto.reconcile().unwrap(), Outcome::Written { primary: "10-flannel.conflist".into() });
+        assert!(!d.path().join("00-multus.conf").exists());
+        assert!(d.path().join("00-multus.conf.superseded").exists());
+        let plugin = &read(&d.path().join(FILE))["plugins"][0];
+        assert_eq!(plugin["namespaceIsolation"], true);
+        assert_eq!(plugin["globalNamespaces"], "default,shared");
+        assert_eq!(plugin["logLevel"], "debug");
+        assert!(plugin.get("kubeconfig").is_none());
+        assert_eq!(plugin["delegates"][0]["name"], "cbr0", "flannel is the cluster network, not Multus");
+        // The keys stay on the next pass and after a restart: the superseded file still gives them.
+        assert_eq!(auto.reconcile().unwrap(), Outcome::Unchanged);
+        let mut again = AutoConfig::new(d.path(), None, flags);
+        assert_eq!(again.reconcile().unwrap(), Outcome::Unchanged);
+    }
+
+    #[test]
+    fn multus_keys_given_by_flag_survive_and_the_version_can_be_forced() {
+        let d = dir();
+        std::fs::write(d.path().join("10-flannel.conflist"), flannel("0.3.1")).unwrap();
+        let mut flags = keys();
+        flags.insert("namespaceIsolation".into(), json!(true));
+        let mut auto = AutoConfig::new(d.path(), None, flags).with_cni_version(Some("1.0.0".into()), true);
+        auto.reconcile().unwrap();
+        let ours = read(&d.path().join(FILE));
+        assert_eq!(ours["cniVersion"], "1.0.0");
+        assert_eq!(ours["plugins"][0]["delegates"][0]["cniVersion"], "1.0.0");
+        assert_eq!(ours["plugins"][0]["namespaceIsolation"], true);
+        // Another program edits the key away: put back as generated.
+        let text = std::fs::read_to_string(d.path().join(FILE)).unwrap();
+        std::fs::write(d.path().join(FILE), text.replace("\"namespaceIsolation\": true,", "")).unwrap();
+        assert!(matches!(auto.reconcile().unwrap(), Outcome::Restored(_)));
+        assert_eq!(read(&d.path().join(FILE))["plugins"][0]["namespaceIsolation"], true);
     }
 
     #[test]

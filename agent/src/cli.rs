@@ -16,12 +16,37 @@ use crate::{cni_server, demo, discover, install, pools, run, sim};
     about = "Plexus node agent: SR-IOV discovery, device plugin and CNI in one daemon"
 )]
 pub struct Cli {
-    /// Log level on stderr: error, warn, info, debug or trace (overrides PLEXUS_LOG).
+    /// Log level: error, warn, info, debug or trace; Multus's panic and verbose; a glog
+    /// verbosity number, as the SR-IOV device plugin's --log-level=10 (overrides PLEXUS_LOG).
     #[arg(long, global = true)]
     pub log_level: Option<String>,
+    /// Also log to <dir>/plexus-agent.log (the SR-IOV device plugin's --log-dir).
+    #[arg(long, global = true)]
+    pub log_dir: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Where and how much to log: the flags, else `run --config`'s logFile, logLevel and
+    /// logToStderr.
+    pub fn log_settings(&self) -> anyhow::Result<crate::logging::LogSettings> {
+        let mut settings = match &self.command {
+            Command::Run(args) => match &args.config {
+                Some(path) => crate::daemon_config::DaemonConfig::load(path)?.log,
+                None => crate::logging::LogSettings::default(),
+            },
+            _ => crate::logging::LogSettings::default(),
+        };
+        if let Some(level) = &self.log_level {
+            settings.level = Some(level.clone());
+        }
+        if let Some(dir) = &self.log_dir {
+            settings.file = Some(dir.join("plexus-agent.log"));
+        }
+        Ok(settings)
+    }
 }
 
 /// The commands.
@@ -120,7 +145,10 @@ fn install_cni(from: Option<PathBuf>, bin_dir: &std::path::Path) -> anyhow::Resu
 pub fn exec(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Discover { sysfs_root, output } => discover::run(&sysfs_root, output),
-        Command::Run(args) => args.pools.load().and_then(|config| run::run(&args, config)),
+        Command::Run(mut args) => {
+            args.settle()?;
+            args.pools.load().and_then(|config| run::run(&args, config))
+        }
         Command::Pools { pools: args, output } => {
             args.load().and_then(|config| pools::run(&config, &args.sysfs_root, &args.route_file, output))
         }

@@ -15,6 +15,7 @@
 pub mod autoconf;
 pub mod cli;
 pub mod cni_server;
+pub mod daemon_config;
 pub mod demo;
 pub mod devices;
 pub mod discover;

@@ -8,7 +8,7 @@ use plexus_agent::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = plexus_agent::logging::init(cli.log_level.as_deref()) {
+    if let Err(e) = cli.log_settings().and_then(|settings| plexus_agent::logging::init(&settings)) {
         eprintln!("plexus-agent: {e:#}");
         return ExitCode::from(2);
     }

@@ -14,8 +14,9 @@ use crate::table::{Output, Table, or_dash};
 /// What the pool commands share.
 #[derive(Debug, clap::Args)]
 pub struct PoolsArgs {
-    /// The pool config: the SR-IOV network device plugin's config.json format.
-    #[arg(long)]
+    /// The pool config: the SR-IOV network device plugin's config.json format (its
+    /// --config-file).
+    #[arg(long, alias = "config-file")]
     pub pools: PathBuf,
     /// Where sysfs is mounted (a simulated node's root for tests).
     #[arg(long, default_value = plexus_hw::SysfsRoot::DEFAULT)]

@@ -6,7 +6,8 @@
 //! - `CAP_SYS_PTRACE`: opening `/proc/<pid>/ns/net` of a container whose processes run as
 //!   another user (runtimes that name the netns by pid do so);
 //! - `CAP_NET_RAW`: for the delegate plugins the agent runs, which send gratuitous ARPs;
-//! - `CAP_CHOWN`: giving a vhost-user socket to the group a NAD names (`vhost.group`).
+//! - `CAP_CHOWN`: giving a vhost-user socket to the group a NAD names (`vhost.group`);
+//! - with `--chroot-dir` only, `CAP_SYS_CHROOT`: executing delegates in the node's root.
 //!
 //! Capabilities belong to threads, and a thread gets its creator's when it is made: so they are
 //! dropped before the runtime starts its first thread, and every later thread has only these.
@@ -24,11 +25,11 @@ pub const KEPT: [Capability; 5] = [
     Capability::CAP_NET_RAW,
 ];
 
-/// Drops every capability of the calling thread but [`KEPT`] from all its sets; returns what it
-/// keeps (the part of [`KEPT`] it had). Call it before any other thread exists.
-pub fn drop_to_kept() -> Result<CapsHashSet, caps::errors::CapsError> {
+/// Drops every capability of the calling thread but [`KEPT`] and `extra` from all its sets;
+/// returns what it keeps (the part of those it had). Call it before any other thread exists.
+pub fn drop_to_kept(extra: &[Capability]) -> Result<CapsHashSet, caps::errors::CapsError> {
     let permitted = caps::read(None, CapSet::Permitted)?;
-    let kept: CapsHashSet = KEPT.into_iter().filter(|cap| permitted.contains(cap)).collect();
+    let kept: CapsHashSet = KEPT.iter().chain(extra).copied().filter(|cap| permitted.contains(cap)).collect();
     // Cutting the bounding set needs CAP_SETPCAP, which goes with the rest just after.
     if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP)? {
         for cap in caps::read(None, CapSet::Bounding)? {

@@ -3,7 +3,7 @@
 //! latency on `--metrics-addr`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -34,9 +34,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=10_000))]
     pub poll_interval_ms: u64,
     /// The directory of the CNI socket the `plexus` binary forwards calls to (the meta-plugin
-    /// config's `daemonSocketDir`).
-    #[arg(long, default_value = plexus_cni::paths::SOCKET_DIR)]
-    pub socket_dir: PathBuf,
+    /// config's `daemonSocketDir`; default /run/plexus, or the --config file's socketDir).
+    #[arg(long)]
+    pub socket_dir: Option<PathBuf>,
     /// At most this many CNI calls run at once; the others wait their turn.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub max_parallel_cni: u64,
@@ -51,9 +51,10 @@ pub struct RunArgs {
     /// and keep it there.
     #[arg(long)]
     pub auto_config: bool,
-    /// The runtime's CNI config directory, for --auto-config.
-    #[arg(long, default_value = "/etc/cni/net.d")]
-    pub cni_conf_dir: PathBuf,
+    /// The runtime's CNI config directory, for --auto-config (default /etc/cni/net.d, or the
+    /// --config file's multusAutoconfigDir or cniConfigDir). Multus's --multus-autoconfig-dir.
+    #[arg(long, alias = "multus-autoconfig-dir")]
+    pub cni_conf_dir: Option<PathBuf>,
     /// With --auto-config: write nothing until this file exists (the primary network's
     /// readiness), and make ADD wait for it.
     #[arg(long)]
@@ -71,9 +72,150 @@ pub struct RunArgs {
     /// simulator's store and the node's namespace is the host (the demo and the tests).
     #[arg(long)]
     pub simulated_node: bool,
+    /// Multus's thick daemon-config.json: its keys where they mean the same (a flag given
+    /// here wins over the file; docs/configuration.md).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Execute delegate binaries chrooted into this directory, the node's root mounted in
+    /// the agent's container (Multus's chrootDir): the primary plugin finds its files there.
+    #[arg(long)]
+    pub chroot_dir: Option<PathBuf>,
+    /// The meta-plugin's namespaceIsolation, written into the generated config (Multus's
+    /// --namespace-isolation; kubespray sets it).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub namespace_isolation: Option<bool>,
+    /// The meta-plugin's globalNamespaces (comma-separated), written into the generated config.
+    #[arg(long)]
+    pub global_namespaces: Option<String>,
+    /// The generated config's cniVersion (default: the primary's).
+    #[arg(long)]
+    pub cni_version: Option<String>,
+    /// Give the wrapped primary config --cni-version too (Multus's forceCNIVersion).
+    #[arg(long)]
+    pub force_cni_version: bool,
+    /// The meta-plugin's logLevel (panic, error, verbose, debug), written into the generated
+    /// config: what the plexus binary logs when it works without the agent.
+    #[arg(long)]
+    pub multus_log_level: Option<String>,
+    /// The meta-plugin's logFile, written into the generated config.
+    #[arg(long)]
+    pub multus_log_file: Option<PathBuf>,
+    /// Multus's --multus-conf-file: `auto` is --auto-config; a file is refused (Plexus writes
+    /// its own).
+    #[arg(long)]
+    pub multus_conf_file: Option<String>,
+    /// Multus flags with no meaning here, accepted so its DaemonSet arguments work, and named
+    /// in a warning: --cleanup-config-on-exit (Plexus never removes its config),
+    /// --multus-kubeconfig-file-host, --skip-multus-binary-copy, --additional-bin-dir.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub cleanup_config_on_exit: Option<String>,
+    #[arg(long, hide = true)]
+    pub multus_kubeconfig_file_host: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    pub skip_multus_binary_copy: Option<String>,
+    #[arg(long, hide = true)]
+    pub additional_bin_dir: Option<String>,
+    /// The SR-IOV device plugin's --use-cdi: accepted and named in a warning (Plexus gives
+    /// device nodes, not CDI devices).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub use_cdi: Option<String>,
+    /// The SR-IOV device plugin's log rotation flags: accepted and named in a warning.
+    #[arg(long, hide = true)]
+    pub log_max_size: Option<String>,
+    #[arg(long, hide = true)]
+    pub log_max_files: Option<String>,
+    #[arg(long, hide = true)]
+    pub log_max_age: Option<String>,
+    /// Keys for the generated meta-plugin config, from the flags and --config.
+    #[arg(skip)]
+    pub plugin_keys: serde_json::Map<String, serde_json::Value>,
 }
 
 impl RunArgs {
+    /// The CNI socket's directory.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.socket_dir.clone().unwrap_or_else(|| PathBuf::from(plexus_cni::paths::SOCKET_DIR))
+    }
+
+    /// The runtime's CNI config directory.
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.cni_conf_dir.clone().unwrap_or_else(|| PathBuf::from("/etc/cni/net.d"))
+    }
+
+    /// Folds in the --config file and the Multus flags: a flag wins over the file. Names what
+    /// is accepted without a meaning here.
+    pub fn settle(&mut self) -> anyhow::Result<()> {
+        let daemon = match &self.config {
+            Some(path) => crate::daemon_config::DaemonConfig::load(path)?,
+            None => crate::daemon_config::DaemonConfig::default(),
+        };
+        self.socket_dir = self.socket_dir.take().or(daemon.socket_dir);
+        self.cni_conf_dir = self.cni_conf_dir.take().or(daemon.cni_conf_dir);
+        self.chroot_dir = self.chroot_dir.take().or(daemon.chroot_dir);
+        self.readiness_indicator_file =
+            self.readiness_indicator_file.take().or(daemon.readiness_indicator_file);
+        self.cni_version = self.cni_version.take().or(daemon.cni_version);
+        self.force_cni_version |= daemon.force_cni_version;
+        match self.multus_conf_file.as_deref() {
+            None => {}
+            Some("auto") => self.auto_config = true,
+            Some(file) => anyhow::bail!(
+                "--multus-conf-file {file}: Plexus writes its own config (auto); to keep a hand-written \
+                 one, leave --auto-config off and give it \"type\": \"plexus\""
+            ),
+        }
+        self.auto_config |= daemon.auto_config;
+        let mut keys = daemon.plugin_keys;
+        if let Some(on) = self.namespace_isolation {
+            keys.insert("namespaceIsolation".into(), on.into());
+        }
+        if let Some(list) = &self.global_namespaces {
+            keys.insert("globalNamespaces".into(), list.clone().into());
+        }
+        if let Some(level) = &self.multus_log_level {
+            keys.insert("logLevel".into(), level.clone().into());
+        }
+        if let Some(file) = &self.multus_log_file {
+            keys.insert("logFile".into(), file.display().to_string().into());
+        }
+        keys.insert("daemonSocketDir".into(), self.socket_dir().display().to_string().into());
+        self.plugin_keys = keys;
+        let ignored = [
+            (
+                "--cleanup-config-on-exit",
+                self.cleanup_config_on_exit.is_some(),
+                "Plexus never removes its config",
+            ),
+            (
+                "--multus-kubeconfig-file-host",
+                self.multus_kubeconfig_file_host.is_some(),
+                "the agent has its own access",
+            ),
+            (
+                "--skip-multus-binary-copy",
+                self.skip_multus_binary_copy.is_some(),
+                "install-cni installs plexus",
+            ),
+            (
+                "--additional-bin-dir",
+                self.additional_bin_dir.is_some(),
+                "delegates are looked for in binDir and CNI_PATH",
+            ),
+            ("--use-cdi", self.use_cdi.is_some(), "Plexus gives device nodes, not CDI devices"),
+            (
+                "--log-max-size/--log-max-files/--log-max-age",
+                self.log_max_size.is_some() || self.log_max_files.is_some() || self.log_max_age.is_some(),
+                "Plexus does not rotate its log",
+            ),
+        ];
+        for (flag, given, why) in ignored {
+            if given {
+                tracing::warn!("{flag} is accepted and ignored: {why}");
+            }
+        }
+        Ok(())
+    }
+
     fn node_name(&self) -> String {
         self.node_name
             .clone()
@@ -126,7 +268,7 @@ pub fn run(args: &RunArgs, config: PoolConfig) -> anyhow::Result<()> {
         ovsdb_socket: args.ovsdb_socket.clone(),
         ovs_run_dir: args.ovs_run_dir.clone(),
         kubelet_dir: args.kubelet_dir.clone(),
-        run_dir: args.socket_dir.clone(),
+        run_dir: args.socket_dir(),
         devinfo_dir: args.devinfo_dir.clone(),
         ..Default::default()
     };
@@ -136,7 +278,20 @@ pub fn run(args: &RunArgs, config: PoolConfig) -> anyhow::Result<()> {
         plexus_cni::files::sweep(&dir);
     }
     let metrics = Arc::new(Metrics::default());
-    let kept = crate::privileges::drop_to_kept().context("dropping capabilities")?;
+    let mut extra = Vec::new();
+    if let Some(root) = &args.chroot_dir {
+        // Checked here: a wrong mount would otherwise surface as every delegate "not found".
+        if !root.join("bin").exists() && !root.join("usr").is_dir() {
+            anyhow::bail!("--chroot-dir {}: not a root file system (no bin, no usr)", root.display());
+        }
+        if !Path::new(plexus_cni::delegate::CHROOT_PROGRAM).exists() {
+            anyhow::bail!("--chroot-dir: {} is missing (coreutils)", plexus_cni::delegate::CHROOT_PROGRAM);
+        }
+        plexus_cni::delegate::execute_chrooted(root.clone());
+        tracing::info!("delegate binaries run chrooted into {}", root.display());
+        extra.push(caps::Capability::CAP_SYS_CHROOT);
+    }
+    let kept = crate::privileges::drop_to_kept(&extra).context("dropping capabilities")?;
     let mut kept: Vec<String> = kept.iter().map(ToString::to_string).collect();
     kept.sort();
     tracing::info!("capabilities kept: {}", kept.join(", "));
@@ -167,7 +322,7 @@ pub fn run(args: &RunArgs, config: PoolConfig) -> anyhow::Result<()> {
             args.max_parallel_cni as usize,
             metrics.clone(),
         ));
-        let listener = cni_server::bind(&args.socket_dir)?;
+        let listener = cni_server::bind(&args.socket_dir())?;
         if let Some(addr) = args.metrics_addr {
             let metrics_listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -179,9 +334,12 @@ pub fn run(args: &RunArgs, config: PoolConfig) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let auto_config_stop = Arc::new(AtomicBool::new(false));
         let auto_config = args.auto_config.then(|| {
-            let keys = serde_json::json!({"daemonSocketDir": args.socket_dir});
-            let keys = keys.as_object().cloned().unwrap_or_default();
-            let auto = AutoConfig::new(&args.cni_conf_dir, args.readiness_indicator_file.as_deref(), keys);
+            let auto = AutoConfig::new(
+                &args.cni_conf_dir(),
+                args.readiness_indicator_file.as_deref(),
+                args.plugin_keys.clone(),
+            )
+            .with_cni_version(args.cni_version.clone(), args.force_cni_version);
             let (stop, interval) = (auto_config_stop.clone(), Duration::from_millis(args.poll_interval_ms));
             std::thread::spawn(move || auto.run(interval, &stop))
         });
@@ -195,7 +353,7 @@ pub fn run(args: &RunArgs, config: PoolConfig) -> anyhow::Result<()> {
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        tracing::info!("serving CNI on {}", cni_server::socket_path(&args.socket_dir).display());
+        tracing::info!("serving CNI on {}", cni_server::socket_path(&args.socket_dir()).display());
         let cni = cni_server::serve(listener, service, stopped(stop_rx.clone()));
         let (device_plugin, ()) = tokio::join!(plugin::run(config, options, stopped(stop_rx)), cni);
         // The CNI config stays: without it pods would start without their secondary networks

@@ -361,3 +361,83 @@ async fn with_kubernetes_pods_get_their_allocated_vfs_from_watched_nads() {
     );
     kubelet.stop().await;
 }
+
+/// A root file system with a shell and its libraries, as the node's root is for the agent's
+/// container; `files` are put in it too.
+fn fake_root(dir: &Path, files: &[(&str, &str, u32)]) {
+    use std::os::unix::fs::PermissionsExt;
+    let put = |path: &str, from: &Path| {
+        let to = dir.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, &to).unwrap();
+    };
+    put("/bin/sh", Path::new("/bin/dash"));
+    let ldd = Command::new("ldd").arg("/bin/dash").output().unwrap();
+    for line in String::from_utf8(ldd.stdout).unwrap().lines() {
+        let path = line.split_whitespace().find(|w| w.starts_with('/')).unwrap_or_default();
+        if !path.is_empty() {
+            put(path, Path::new(path));
+        }
+    }
+    for (path, content, mode) in files {
+        let to = dir.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(&to, content).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_chroot_dir_delegates_run_in_the_nodes_root_and_find_its_files() {
+    // The primary plugin reads a file that only the node's root has (as flannel reads
+    // /run/flannel/subnet.env), and lives in a bin directory only the node's root has.
+    let mut node = Node::new("chroot");
+    let _kubelet = KubeletStandIn::start(&node.node.dir().join("kubelet")).await.unwrap();
+    let root = node.node.dir().join("hostroot");
+    let reader = "#!/bin/sh\nread -r address < /run/plexus-test/subnet.env || exit 1\n\
+                  [ \"$CNI_COMMAND\" = ADD ] && printf '{\"cniVersion\": \"1.0.0\", \"ips\": [{\"address\": \"%s\"}]}' \"$address\"\n\
+                  exit 0\n";
+    fake_root(
+        &root,
+        &[
+            ("/run/plexus-test/subnet.env", "10.244.7.3/24\n", 0o644),
+            ("/opt/plexus-test/bin/reader", reader, 0o755),
+        ],
+    );
+    let conf = json!({"cniVersion": "1.0.0", "name": "primary", "type": "reader"});
+    std::fs::write(node.node.dir().join("net.d/20-primary.conf"), conf.to_string()).unwrap();
+    let mut meta = node.meta();
+    meta["clusterNetwork"] = json!("primary");
+    meta["binDir"] = json!("/opt/plexus-test/bin");
+    let socket = node.socket_dir().join("plexus.sock");
+    let call = |node: &Node, command: &str, cid: &str, netns: &str| {
+        let child = Node::spawn_plexus(node.plexus_command(command, cid, netns, false, ""), &meta);
+        let out = child.wait_with_output().unwrap();
+        (out.status.code().unwrap(), serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null))
+    };
+
+    // Without --chroot-dir the agent's own root has neither the plugin nor its file.
+    let mut agent = node.agent(&free_port());
+    wait_for("the agent's socket", || socket.exists());
+    let pod = node.pod();
+    let (code, error) = tokio::task::block_in_place(|| call(&node, "ADD", "chroot-1", &pod));
+    assert_eq!(code, 1, "{error}");
+    assert!(error["msg"].as_str().unwrap().contains("\"reader\" not found"), "{error}");
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+
+    // With it, the plugin runs in the node's root: it finds its file, and so its address.
+    let mut agent = node.agent_with(&free_port(), &[std::ffi::OsStr::new("--chroot-dir"), root.as_os_str()]);
+    wait_for("the new agent", || std::os::unix::net::UnixStream::connect(&socket).is_ok());
+    let pod = node.pod();
+    let (code, result) = tokio::task::block_in_place(|| call(&node, "ADD", "chroot-2", &pod));
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["ips"][0]["address"], "10.244.7.3/24");
+    let (code, out) = tokio::task::block_in_place(|| call(&node, "DEL", "chroot-2", &pod));
+    assert_eq!(code, 0, "{out}");
+    Command::new("kill").args(["-TERM", &agent.id().to_string()]).status().unwrap();
+    let mut stderr = String::new();
+    agent.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(agent.wait().unwrap().success(), "{stderr}");
+    assert!(stderr.contains("CAP_SYS_CHROOT") || stderr.contains("sys_chroot"), "kept for chroot: {stderr}");
+}

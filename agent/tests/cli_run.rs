@@ -166,3 +166,76 @@ async fn run_registers_serves_and_cleans_up_on_sigterm() {
     assert!(sockets.is_empty(), "{sockets:?}");
     kubelet.stop().await;
 }
+
+#[tokio::test]
+async fn run_takes_multus_thick_daemon_config_and_the_device_plugins_flags() {
+    let node = setup();
+    let kubelet_dir = node.dir().join("kubelet");
+    let kubelet = KubeletStandIn::start(&kubelet_dir).await.unwrap();
+    let conf_dir = node.dir().join("net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let primary = r#"{"cniVersion": "0.3.1", "name": "cbr0", "plugins": [{"type": "bridge"}]}"#;
+    std::fs::write(conf_dir.join("10-primary.conflist"), primary).unwrap();
+    // Multus thick's daemon-config.json, with the paths of this node.
+    let socket_dir = node.dir().join("multus-run");
+    let daemon = serde_json::json!({
+        "cniVersion": "1.0.0", "logLevel": "verbose", "logToStderr": true,
+        "cniConfigDir": conf_dir, "multusAutoconfigDir": conf_dir, "multusConfigFile": "auto",
+        "socketDir": socket_dir, "namespaceIsolation": true, "globalNamespaces": "shared",
+        "metricsPort": 9091});
+    let daemon_file = node.dir().join("daemon-config.json");
+    std::fs::write(&daemon_file, daemon.to_string()).unwrap();
+    let log_dir = node.dir().join("sriovdp");
+    // The SR-IOV device plugin's DaemonSet flags, and kubespray's Multus flag.
+    let child = agent()
+        .arg("run")
+        .arg("--config-file")
+        .arg(node.dir().join("pools.json"))
+        .args([
+            "--resource-prefix",
+            "example.org",
+            "--log-level=10",
+            "--use-cdi",
+            "--namespace-isolation=false",
+        ])
+        .arg("--log-dir")
+        .arg(&log_dir)
+        .arg("--config")
+        .arg(&daemon_file)
+        .arg("--sysfs-root")
+        .arg(node.root())
+        .arg("--kubelet-dir")
+        .arg(&kubelet_dir)
+        .arg("--devinfo-dir")
+        .arg(node.dir().join("devinfo"))
+        .args(["--route-file", "/dev/null", "--poll-interval-ms", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let registered = kubelet.wait_for_registration("example.org/sriov_net", 0, Duration::from_secs(10)).await;
+    assert!(registered.is_some(), "--resource-prefix applies to pools without one");
+    let ours = conf_dir.join("00-plexus.conflist");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ours.exists() || !socket_dir.join("plexus.sock").exists() {
+        assert!(std::time::Instant::now() < deadline, "multusConfigFile auto and socketDir");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&ours).unwrap()).unwrap();
+    assert_eq!(written["cniVersion"], "1.0.0", "the daemon config's cniVersion");
+    let plugin = &written["plugins"][0];
+    assert_eq!(plugin["namespaceIsolation"], false, "the flag wins over the file");
+    assert_eq!(plugin["globalNamespaces"], "shared");
+    assert_eq!(plugin["daemonSocketDir"], socket_dir.display().to_string());
+
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("--use-cdi is accepted and ignored"), "{stderr}");
+    assert!(stderr.contains("\"metricsPort\""), "an unknown key is named: {stderr}");
+    assert!(stderr.contains("DEBUG"), "--log-level=10 is glog's most verbose: {stderr}");
+    let logged = std::fs::read_to_string(log_dir.join("plexus-agent.log")).unwrap();
+    assert!(logged.contains("SIGTERM"), "--log-dir: {logged}");
+    kubelet.stop().await;
+}

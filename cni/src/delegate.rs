@@ -178,6 +178,29 @@ impl Registry {
     }
 }
 
+/// The root every plugin binary this process executes runs in, when set (the agent's
+/// `--chroot-dir`, Multus's `chrootDir`): the node's root mounted in the agent's container, so
+/// that the primary plugin finds its own files (`/run/flannel/subnet.env`, Calico's state),
+/// which the agent's container does not have. Binaries are looked for there too.
+static CHROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// What runs a binary in another root.
+pub const CHROOT_PROGRAM: &str = "/usr/sbin/chroot";
+
+/// Runs every plugin binary of this process chrooted into `root` from now on. Set once, where
+/// the process starts; a second call changes nothing.
+pub fn execute_chrooted(root: PathBuf) {
+    let _ = CHROOT.set(root);
+}
+
+/// `path` (absolute, as a plugin sees it) as this process sees it.
+fn seen_from_here(path: &Path) -> PathBuf {
+    match CHROOT.get() {
+        Some(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
+        None => path.to_path_buf(),
+    }
+}
+
 /// Plugin binaries: where they are looked for, and how they are run.
 #[derive(Debug, Clone)]
 pub struct Binaries {
@@ -207,7 +230,12 @@ impl Binaries {
         if plugin_type.is_empty() || plugin_type.contains('/') || plugin_type == "." || plugin_type == ".." {
             return Err(DelegateError::InvalidType(plugin_type.to_owned()));
         }
-        self.dirs.iter().map(|dir| dir.join(plugin_type)).find(|path| path.is_file()).ok_or_else(|| {
+        // In a chroot, a binary may be a link pointing inside it: only its presence is checked.
+        let present = |path: &PathBuf| match CHROOT.get() {
+            Some(_) => std::fs::symlink_metadata(seen_from_here(path)).is_ok_and(|m| !m.is_dir()),
+            None => path.is_file(),
+        };
+        self.dirs.iter().map(|dir| dir.join(plugin_type)).find(present).ok_or_else(|| {
             let dirs: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
             DelegateError::NotFound { plugin: plugin_type.to_owned(), dirs: dirs.join(":") }
         })
@@ -227,13 +255,18 @@ impl Binaries {
         // A config is JSON values only: it always encodes.
         let stdin = serde_json::to_vec(config).unwrap_or_default();
         let io = |what, error| DelegateError::Io { what, binary: binary.clone(), error };
-        let mut child = Process::new(&binary)
-            .envs(env)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| io("starting", e))?;
+        // In a chroot, through chroot(8) (coreutils, in every image): it changes root and
+        // directory between fork and exec, which std offers only as unsafe code.
+        let mut process = match CHROOT.get() {
+            Some(root) => {
+                let mut process = Process::new(CHROOT_PROGRAM);
+                process.arg(root).arg(&binary);
+                process
+            }
+            None => Process::new(&binary),
+        };
+        process.envs(env).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = process.spawn().map_err(|e| io("starting", e))?;
         // Fed from its own thread while this one collects the answer, so a plugin that prints
         // before it reads (or a config beyond a pipe's buffer) cannot stall the call.
         let input = child.stdin.take();
