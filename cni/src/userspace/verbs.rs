@@ -42,8 +42,9 @@ impl Userspace {
         Ovsdb::connect(socket, self.timeout).map_err(UserspaceError::Ovs)
     }
 
-    /// The socket directory on the host, and where the pod sees it: the pod's `shared-dir`
-    /// volume, else `sharedDir/<container-id prefix>` (made here).
+    /// The socket directory on the host, where the pod sees it, and whether it is made when
+    /// missing: the pod's `shared-dir` volume (a hostPath one made, as the userspace plugin
+    /// makes it), else `sharedDir/<container-id prefix>` (made).
     fn socket_dir(
         &self,
         config: &UserspaceConfig,
@@ -73,7 +74,10 @@ impl Userspace {
                     .join("volumes/kubernetes.io~empty-dir/shared-dir"),
             };
             let mapped = shared.mount_path.clone().unwrap_or_else(|| host.display().to_string());
-            return Ok((host, mapped, false));
+            // A hostPath volume may not exist yet: the kubelet mounts it after the sandbox's
+            // ADD, and the userspace plugin makes it. The kubelet's emptyDir it makes itself.
+            let make = shared.host_path.is_some();
+            return Ok((host, mapped, make));
         }
         let prefix: String = invocation.container_id.chars().take(12).collect();
         let dir = config.shared_dir.join(prefix);
