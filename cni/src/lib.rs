@@ -17,6 +17,7 @@
 //! - [`files`]: atomic writes and lock files.
 //! - [`forward`]: the binary's way to the agent.
 //! - [`phases`]: the time each phase of a call took.
+//! - [`plugin_log`]: a delegate's own `logFile`, as the Go plugins write it.
 
 pub mod bond;
 pub mod delegate;
@@ -29,6 +30,7 @@ pub mod keys;
 pub mod multus;
 pub mod paths;
 pub mod phases;
+pub mod plugin_log;
 pub mod routes;
 pub mod spec;
 pub mod sriov;

@@ -550,3 +550,40 @@ fn the_kernel_moves_a_link_before_it_renames_it_as_the_fake_kernel_says() {
     kernel.move_link(Side::Pod, moved.index, None).unwrap();
     assert!(link(f.sim_netns(), "ens1f0v1").is_some());
 }
+
+#[test]
+fn a_nads_log_file_and_level_are_written_as_sriov_cni_writes_them() {
+    let mut f = Fixture::new("log");
+    let pod = f.pod();
+    let netns = pod.path().display().to_string();
+    // Under /var/log, as SR-IOV CNI's docs put it; this test's own file.
+    let log = PathBuf::from(format!("/var/log/plexus-test-sriov-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let conf = f.conf(VF1, json!({"logFile": log, "LogLevel": "debug"}));
+    f.add(&invocation(Command::Add, "cid-log", &netns, "net1"), &conf).unwrap();
+    f.del(&invocation(Command::Del, "cid-log", &netns, "net1"), &conf).unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(lines[0].contains(" [info] ADD cniName=\"sriov-cni\" containerID=\"cid-log\""), "{text}");
+    assert!(lines[1].contains(" [debug] VF 0000:20:02.1: index 1 of PF ens1f0"), "{text}");
+    assert!(lines[2].contains(" [info] ADD done: {"), "{text}");
+    assert!(lines[4].contains(" [info] DEL done") && lines[4].contains("ifname=\"net1\""), "{text}");
+
+    // At the default level (info) no debug line.
+    let conf = f.conf(VF1, json!({"logFile": log}));
+    f.add(&invocation(Command::Add, "cid-log2", &netns, "net1"), &conf).unwrap();
+    f.del(&invocation(Command::Del, "cid-log2", &netns, "net1"), &conf).unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(!text.contains("[debug]"), "{text}");
+
+    // A file outside /var/log (a NAD's author could name any file) is never written.
+    let outside = f.node.dir().join("sriov.log");
+    let conf = f.conf(VF1, json!({"logFile": outside, "logLevel": "debug"}));
+    f.add(&invocation(Command::Add, "cid-log3", &netns, "net1"), &conf).unwrap();
+    f.del(&invocation(Command::Del, "cid-log3", &netns, "net1"), &conf).unwrap();
+    assert!(!outside.exists());
+}

@@ -15,6 +15,7 @@ use super::{Phases, Sriov, SriovError};
 use crate::delegate::Request;
 use crate::error::Error;
 use crate::ipam;
+use crate::plugin_log::PluginLog;
 use crate::spec::result::{CniResult, Interface};
 
 impl Sriov {
@@ -22,11 +23,17 @@ impl Sriov {
     /// `addresses`, `result`. Returns the result as JSON of the config's `cniVersion`.
     pub fn add_timed(&self, request: &Request<'_>) -> (Result<Value, Error>, Phases) {
         let mut phases = Phases::start();
-        let result = self.add_inner(request, &mut phases);
+        let log = PluginLog::new(request.config, "sriov-cni", request.invocation);
+        log.info("ADD");
+        let result = self.add_inner(request, &mut phases, &log);
+        match &result {
+            Ok(value) => log.info(format_args!("ADD done: {value}")),
+            Err(error) => log.error(format_args!("ADD failed: {error}")),
+        }
         (result, phases)
     }
 
-    fn add_inner(&self, request: &Request<'_>, phases: &mut Phases) -> Result<Value, Error> {
+    fn add_inner(&self, request: &Request<'_>, phases: &mut Phases, log: &PluginLog) -> Result<Value, Error> {
         let (invocation, kernel, raw) = (request.invocation, request.kernel, request.config);
         let config = SriovConfig::parse(raw)?;
         let version = ipam::result_version(raw, "sriov config")?;
@@ -34,6 +41,12 @@ impl Sriov {
         let sysfs = self.node.sysfs().path().to_owned();
         let location = self.locate(vf)?.ok_or(SriovError::NoDevice { vf, sysfs })?;
         let pf = location.pf_netdev.clone().ok_or(SriovError::NoPfNetdev { vf, pf: location.pf })?;
+        log.debug(format_args!(
+            "VF {vf}: index {} of PF {pf}, driver {}, netdev {}",
+            location.index,
+            location.driver.as_deref().unwrap_or("none"),
+            location.netdev.as_ref().map_or("none", |n| n.as_str())
+        ));
         let records = Records::new(config.data_dir.clone().unwrap_or_else(|| super::data_dir(raw)));
         let _lock = records.lock(vf)?;
         if let Some(old) = records.load(vf)? {

@@ -14,6 +14,7 @@ use super::{Phases, Sriov, SriovError};
 use crate::delegate::Request;
 use crate::error::{Error, ErrorList};
 use crate::ipam;
+use crate::plugin_log::PluginLog;
 
 /// How long a restore waits for the kernel to hand a VF netdev back to the host after the pod's
 /// namespace is gone (the kernel does it from a work queue, not at once).
@@ -112,7 +113,13 @@ impl Sriov {
     /// the VF is restored.
     pub fn del_timed(&self, request: &Request<'_>) -> (Result<(), Error>, Phases) {
         let mut phases = Phases::start();
+        let log = PluginLog::new(request.config, "sriov-cni", request.invocation);
+        log.info("DEL");
         let result = self.del_inner(request, &mut phases).into_result();
+        match &result {
+            Ok(()) => log.info("DEL done"),
+            Err(error) => log.error(format_args!("DEL failed: {error}")),
+        }
         (result, phases)
     }
 
