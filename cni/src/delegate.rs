@@ -154,10 +154,41 @@ pub fn call_in_process(
     }
 }
 
-/// The delegate types called in-process, by `type`.
-#[derive(Clone, Default)]
+/// The type of Multus's `passthru` plugin, which starts an auxiliary CNI chain.
+pub const PASSTHRU: &str = "passthru";
+
+/// Multus's `passthru` plugin: ADD answers an empty result of its config's version (so the
+/// plugins chained after it get an empty `prevResult`); DEL and CHECK have nothing to do.
+#[derive(Debug, Default)]
+pub struct Passthru;
+
+impl InProcessPlugin for Passthru {
+    fn add(&self, request: &Request<'_>) -> Result<Value, Error> {
+        let version = crate::spec::CniVersion::of_config(request.config, "passthru config")?;
+        Ok(serde_json::json!({ "cniVersion": version.as_str() }))
+    }
+
+    fn del(&self, _: &Request<'_>) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn check(&self, _: &Request<'_>) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// The delegate types called in-process, by `type`; `passthru` is always one.
+#[derive(Clone)]
 pub struct Registry {
     plugins: BTreeMap<String, Arc<dyn InProcessPlugin>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        let mut plugins: BTreeMap<String, Arc<dyn InProcessPlugin>> = BTreeMap::new();
+        plugins.insert(PASSTHRU.to_owned(), Arc::new(Passthru));
+        Self { plugins }
+    }
 }
 
 impl std::fmt::Debug for Registry {

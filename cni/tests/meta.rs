@@ -219,6 +219,40 @@ fn a_pods_ips_and_mac_reach_a_network_without_those_capabilities_through_cni_arg
 }
 
 #[test]
+fn the_auxiliary_cni_chain_runs_on_the_cluster_interface_for_every_pod() {
+    // auxiliaryCNIChainName: the confs of that subdirectory, next to the cluster network's
+    // file, chained after passthru on eth0 (here tuning, setting the MTU).
+    let node = Node::new("cni-aux");
+    node.write_conf("10-cluster.conf", node.bridge_conf("cluster", "pxbr6", "10.63.0.0/24"));
+    let chain = node.conf_dir().join("vendor-cni-chain");
+    std::fs::create_dir_all(&chain).unwrap();
+    std::fs::write(
+        chain.join("10-tuning.conf"),
+        json!({"cniVersion": "1.0.0", "name": "tune", "type": "tuning", "mtu": 1380}).to_string(),
+    )
+    .unwrap();
+    let cluster_file = node.conf_dir().join("10-cluster.conf");
+    let meta =
+        node.meta(json!({"clusterNetwork": cluster_file, "auxiliaryCNIChainName": "vendor-cni-chain"}));
+    let result = ok(&node.call(&node.env("ADD", "c10", None), &meta, false));
+    assert!(
+        result["ips"][0]["address"].as_str().unwrap().starts_with("10.63.0."),
+        "the cluster's result: {result}"
+    );
+    let eth0 = node.ip_json(&node.pod, &["link", "show", "eth0"]);
+    assert_eq!(eth0[0]["mtu"], 1380, "the chain ran on eth0");
+    ok(&node.call(&node.env("DEL", "c10", None), &meta, false));
+    assert!(node.pod_addrs().is_empty());
+    assert!(node.reserved_ips().is_empty());
+
+    // A name that would leave the directory is refused.
+    let bad = node.meta(json!({"clusterNetwork": cluster_file, "auxiliaryCNIChainName": "../x"}));
+    let out = failed(&node.call(&node.env("ADD", "c11", None), &bad, false));
+    assert!(out["msg"].as_str().unwrap().contains("auxiliaryCNIChainName"), "{out}");
+    node.finish();
+}
+
+#[test]
 fn bad_selections_fail_before_anything_is_created() {
     let node = Node::new("cni-refuse");
     node.write_conf("10-cluster.conf", node.bridge_conf("cluster", "pxbr5", "10.70.0.0/24"));

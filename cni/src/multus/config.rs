@@ -60,6 +60,8 @@ pub struct MetaConfig {
     pub runtime_config: Map<String, Value>,
     /// `daemonSocketDir`.
     pub daemon_socket_dir: PathBuf,
+    /// `auxiliaryCNIChainName`: the subdirectory whose confs every pod gets as a chain.
+    pub auxiliary_chain: Option<String>,
 }
 
 fn split_list(text: &str) -> Vec<String> {
@@ -68,7 +70,8 @@ fn split_list(text: &str) -> Vec<String> {
 
 /// The keys the meta-plugin reads, and those the runtime adds (`args`, `prevResult`); any
 /// other is ignored with a warning, as Multus's Go decoding ignores it.
-const KNOWN: [&str; 24] = [
+const KNOWN: [&str; 25] = [
+    "auxiliaryCNIChainName",
     "cniVersion",
     "name",
     "type",
@@ -143,7 +146,17 @@ impl MetaConfig {
                 format!("logLevel {log_level:?} must be panic, error, verbose or debug"),
             ));
         }
+        let auxiliary_chain = keys.string("auxiliaryCNIChainName")?.filter(|s| !s.is_empty());
+        if let Some(name) = &auxiliary_chain
+            && (name.contains('/') || name == "." || name == "..")
+        {
+            return Err(ConfigError::invalid(
+                WHAT,
+                format!("auxiliaryCNIChainName {name:?} must name a subdirectory (no /, not . or ..)"),
+            ));
+        }
         Ok(Self {
+            auxiliary_chain,
             name: keys.string("name")?.unwrap_or_else(|| "plexus-cni-network".to_owned()),
             cni_version,
             delegates,

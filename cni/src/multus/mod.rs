@@ -4,12 +4,14 @@
 //!
 //! - [`config`]: the meta-plugin's config; [`selection`]: the pod's annotations.
 //! - [`resolve`]: a network by NAD, by name in `confDir`, by directory or file.
-//! - [`plan`]: what an ADD attaches, checked before anything is made.
+//! - [`plan`]: what an ADD attaches, checked before anything is made; [`auxiliary`]: the
+//!   auxiliary CNI chain every pod gets.
 //! - [`meta`]: the verbs (ADD, DEL, CHECK, STATUS, GC).
 //! - [`cache`]: the DEL cache; [`status`]: network-status and Events.
 //! - [`cluster`]: Kubernetes as the meta-plugin sees it; [`kube`]: thin mode's kube-rs client.
 //! - [`devices`]: the pod's allocated devices and device-info files.
 
+pub mod auxiliary;
 pub mod cache;
 pub mod cluster;
 pub mod config;

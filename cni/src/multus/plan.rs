@@ -122,6 +122,8 @@ pub struct Attachment {
     pub injected: Map<String, Value>,
     /// The device plugin resource and the pod's device of it this attachment took.
     pub device: Option<(String, String)>,
+    /// The auxiliary CNI chain on the cluster network's interface: not in network-status.
+    pub auxiliary: bool,
 }
 
 impl Attachment {
@@ -280,6 +282,19 @@ impl Planner<'_> {
         for (position, network) in self.secondaries(pod)?.into_iter().enumerate() {
             plan.push(self.secondary(position, network, pod, &mut taken)?);
         }
+        if let Some(found) = super::auxiliary::chain(self.config)? {
+            plan.push(Attachment {
+                name: found.config.name().unwrap_or("auxiliary").to_owned(),
+                ifname: invocation.ifname.clone(),
+                cluster_network: false,
+                found,
+                selection: None,
+                runtime_config: Map::new(),
+                injected: Map::new(),
+                device: None,
+                auxiliary: true,
+            });
+        }
         check(&plan)?;
         Ok(plan)
     }
@@ -339,6 +354,7 @@ impl Planner<'_> {
             runtime_config,
             injected,
             device,
+            auxiliary: false,
         })
     }
 
@@ -457,6 +473,7 @@ impl Planner<'_> {
             runtime_config,
             injected,
             device,
+            auxiliary: false,
         })
     }
 
@@ -490,7 +507,8 @@ impl Planner<'_> {
 /// gateway of each family asks for the default route.
 fn check(plan: &[Attachment]) -> Result<(), PlanError> {
     let mut names = BTreeSet::new();
-    for att in plan {
+    // The auxiliary chain works on the cluster network's interface.
+    for att in plan.iter().filter(|att| !att.auxiliary) {
         if !names.insert(att.ifname.as_str()) {
             return Err(PlanError::DuplicateInterface {
                 ifname: att.ifname.to_string(),

@@ -13,7 +13,7 @@ pub struct Found {
     pub text: String,
 }
 
-fn read(path: &Path) -> Result<Found, ConfigError> {
+pub(crate) fn read(path: &Path) -> Result<Found, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| ConfigError::Unreadable { path: path.to_owned(), error })?;
     let config = NetworkConfig::parse(text.as_bytes(), &path.display().to_string())?;
@@ -22,7 +22,7 @@ fn read(path: &Path) -> Result<Found, ConfigError> {
 
 /// The conf files of a directory, as libcni orders them: by name, `.conf`, `.conflist` and
 /// `.json` only.
-fn conf_files(dir: &Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn conf_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()

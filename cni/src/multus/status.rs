@@ -16,7 +16,7 @@ pub fn statuses(
     devices: Option<&dyn Devices>,
 ) -> Result<Vec<NetworkStatus>, Error> {
     let mut statuses = Vec::new();
-    for (att, cached) in plan.iter().zip(&entry.attachments) {
+    for (att, cached) in plan.iter().zip(&entry.attachments).filter(|(att, _)| !att.auxiliary) {
         let result = match &cached.result {
             Some(value) => CniResult::from_value(value)?,
             None => CniResult::default(),
