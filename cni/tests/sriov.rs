@@ -481,17 +481,32 @@ fn each_attachment_of_a_resource_takes_the_pods_next_device() {
     assert!(link(f.sim_netns(), "ens1f0v0").is_some() && link(f.sim_netns(), "ens1f0v1").is_some());
     assert!(!devinfo.join("cni/c-dev-net1-device.json").exists());
 
-    // A third attachment finds no device left: the ADD fails before anything is made.
+    // A third attachment finds no device left: as in Multus, its delegate runs without a
+    // deviceID, and sriov says it needs one; the ADD is undone.
     node.cluster.add_pod("tenant", "greedy", &[("k8s.v1.cni.cncf.io/networks", "sriov-a, sriov-a, sriov-a")]);
     let err =
         common::failed(&node.call(&node.env("ADD", "c-greedy", Some(("tenant", "greedy"))), &meta, true));
     assert!(
-        err["msg"].as_str().unwrap().contains(
-            "needs a device of resource intel.com/sriov_net, but pod tenant/greedy was allocated 2"
-        ),
+        err["msg"].as_str().unwrap().contains("net3") && err["msg"].as_str().unwrap().contains("deviceID"),
         "{err}"
     );
-    assert!(link(f.sim_netns(), "ens1f0v0").is_some());
+    assert!(link(f.sim_netns(), "ens1f0v0").is_some() && link(f.sim_netns(), "ens1f0v1").is_some());
+
+    // A NAD whose resource the pod has no device of (Multus's DRA examples: the delegate finds
+    // its device itself) is attached without a deviceID.
+    let ptp = json!({"cniVersion": "1.0.0", "name": "dra-net", "type": "ptp",
+                     "ipam": {"type": "host-local", "subnet": "10.64.0.0/24", "dataDir": node.ipam_dir()}});
+    node.cluster.nads.lock().unwrap().push(plexus_cni::multus::cluster::Nad {
+        namespace: "tenant".into(),
+        name: "dra-net".into(),
+        config: ptp.to_string(),
+        annotations: [("k8s.v1.cni.cncf.io/resourceName".to_owned(), "dra.example.com/claim".to_owned())]
+            .into(),
+    });
+    node.cluster.add_pod("tenant", "dra", &[("k8s.v1.cni.cncf.io/networks", "dra-net")]);
+    common::ok(&node.call(&node.env("ADD", "c-dra", Some(("tenant", "dra"))), &meta, true));
+    assert!(node.pod_addrs()["net1"][0].starts_with("10.64.0."));
+    common::ok(&node.call(&node.env("DEL", "c-dra", Some(("tenant", "dra"))), &meta, true));
 }
 
 /// The pod's own links: name and (for the test's veth) its peer, as iproute2 lists them.

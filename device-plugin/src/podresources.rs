@@ -1,4 +1,5 @@
-//! The kubelet's PodResources API (v1), the client side: which devices a pod was allocated.
+//! The kubelet's PodResources API (v1), the client side: which devices a pod was allocated,
+//! by device plugins and, where the kubelet reports them, by DRA claims.
 //! (The kubelet stand-in's server side is in `plexus-sim`.)
 //!
 //! `Get` (one pod) needs the kubelet's `KubeletPodResourcesGet` feature (beta and on since
@@ -10,7 +11,7 @@ use std::path::Path;
 use tonic::{Code, Status};
 
 use crate::proto::podresources::pod_resources_lister_client::PodResourcesListerClient;
-use crate::proto::podresources::{GetPodResourcesRequest, ListPodResourcesRequest};
+use crate::proto::podresources::{DynamicResource, GetPodResourcesRequest, ListPodResourcesRequest};
 use crate::transport::{self, TransportError};
 
 /// The PodResources socket, relative to the kubelet's directory.
@@ -53,14 +54,39 @@ pub async fn pod_devices(
         }
         Err(status) => return Err(PodResourcesError::Call { call: "Get", status }),
     };
-    let mut ids: Vec<String> = pod
-        .into_iter()
-        .flat_map(|p| p.containers)
-        .flat_map(|c| c.devices)
-        .filter(|d| d.resource_name == resource)
-        .flat_map(|d| d.device_ids)
-        .collect();
+    let mut ids = Vec::new();
+    for container in pod.into_iter().flat_map(|p| p.containers) {
+        for devices in container.devices.into_iter().filter(|d| d.resource_name == resource) {
+            ids.extend(devices.device_ids);
+        }
+        for claim in &container.dynamic_resources {
+            ids.extend(claim_devices(claim, resource));
+        }
+    }
     ids.sort();
     ids.dedup();
     Ok(ids)
+}
+
+/// The devices of a DRA claim the kubelet reports, when `resource` (a NAD's resourceName)
+/// names it: by the claim's name (`name` or `namespace/name`), its driver, or its CDI devices'
+/// kind (`vendor.com/class` of `vendor.com/class=id`). A device is its CDI name's ID (the part
+/// after `=`, as Multus takes it), else the allocated device's name.
+fn claim_devices(claim: &DynamicResource, resource: &str) -> Vec<String> {
+    let qualified = format!("{}/{}", claim.claim_namespace, claim.claim_name);
+    let by_claim = claim.claim_name == resource || qualified == resource;
+    let mut ids = Vec::new();
+    for allocated in &claim.claim_resources {
+        let by_driver = !allocated.driver_name.is_empty() && allocated.driver_name == resource;
+        for cdi in &allocated.cdi_devices {
+            let (kind, id) = cdi.name.split_once('=').unwrap_or(("", &cdi.name));
+            if by_claim || by_driver || kind == resource {
+                ids.push(id.to_owned());
+            }
+        }
+        if allocated.cdi_devices.is_empty() && (by_claim || by_driver) && !allocated.device_name.is_empty() {
+            ids.push(allocated.device_name.clone());
+        }
+    }
+    ids
 }

@@ -442,3 +442,26 @@ async fn pod_resources_answers_a_pods_devices_by_get_or_by_list() {
     assert!(err.to_string().contains("nothing.sock"), "{err}");
     kubelet.stop().await;
 }
+
+#[tokio::test]
+async fn pod_resources_gives_the_devices_of_a_pods_dra_claims() {
+    // A kubelet with DRA reports each claim prepared for a container, with its CDI devices:
+    // a NAD's resourceName finds them by claim name, by driver, or by CDI kind.
+    use plexus_device_plugin::podresources::{SOCKET, pod_devices};
+    let scratch = plexus_sim::scratch("podres-dra").unwrap();
+    let kubelet = KubeletStandIn::start(scratch.path()).await.unwrap();
+    let api = kubelet.pod_resources();
+    let cdi = ["sriovnetwork.example.com/vf=0000:20:02.2", "sriovnetwork.example.com/vf=0000:20:02.1"];
+    api.assign_claim("tenant", "dra", "app", "app-vf-claim", "sriov.dra.example.com", &cdi);
+    api.assign("tenant", "dra", "app", "intel.com/sriov_net", &["0000:30:02.0"]);
+    let socket = scratch.path().join(SOCKET);
+    let want = ["0000:20:02.1", "0000:20:02.2"];
+    for resource in
+        ["app-vf-claim", "tenant/app-vf-claim", "sriov.dra.example.com", "sriovnetwork.example.com/vf"]
+    {
+        assert_eq!(pod_devices(&socket, "tenant", "dra", resource).await.unwrap(), want, "{resource}");
+    }
+    assert_eq!(pod_devices(&socket, "tenant", "dra", "intel.com/sriov_net").await.unwrap(), ["0000:30:02.0"]);
+    assert!(pod_devices(&socket, "tenant", "dra", "other-claim").await.unwrap().is_empty());
+    kubelet.stop().await;
+}

@@ -20,9 +20,9 @@ use plexus_device_plugin::proto::podresources::pod_resources_lister_server::{
     PodResourcesLister, PodResourcesListerServer,
 };
 use plexus_device_plugin::proto::podresources::{
-    AllocatableResourcesRequest, AllocatableResourcesResponse, ContainerDevices, ContainerResources,
-    GetPodResourcesRequest, GetPodResourcesResponse, ListPodResourcesRequest, ListPodResourcesResponse,
-    PodResources,
+    AllocatableResourcesRequest, AllocatableResourcesResponse, CdiDevice, ClaimResource, ContainerDevices,
+    ContainerResources, DynamicResource, GetPodResourcesRequest, GetPodResourcesResponse,
+    ListPodResourcesRequest, ListPodResourcesResponse, PodResources,
 };
 use plexus_device_plugin::transport::{self, TransportError};
 use tokio::sync::{Notify, oneshot};
@@ -211,12 +211,16 @@ type Assignments = BTreeMap<(String, String), BTreeMap<String, BTreeMap<String, 
 #[derive(Debug, Clone)]
 pub struct PodResourcesStandIn {
     assignments: Arc<Mutex<Assignments>>,
+    claims: Arc<Mutex<Claims>>,
     get_supported: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// Pod -> (container, DRA claim) prepared for it.
+type Claims = BTreeMap<(String, String), Vec<(String, DynamicResource)>>;
+
 impl Default for PodResourcesStandIn {
     fn default() -> Self {
-        Self { assignments: Arc::default(), get_supported: Arc::new(true.into()) }
+        Self { assignments: Arc::default(), claims: Arc::default(), get_supported: Arc::new(true.into()) }
     }
 }
 
@@ -235,7 +239,42 @@ impl PodResourcesStandIn {
         devices.extend(ids.iter().map(|id| (*id).to_owned()));
     }
 
+    /// Records that the DRA claim `claim` (in the pod's namespace, of driver `driver`) was
+    /// prepared for container `container` of pod `namespace/name` with `cdi_devices`, as a
+    /// kubelet with DRA reports it.
+    pub fn assign_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: &str,
+        claim: &str,
+        driver: &str,
+        cdi_devices: &[&str],
+    ) {
+        let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        claims.entry((namespace.to_owned(), name.to_owned())).or_default().push((
+            container.to_owned(),
+            DynamicResource {
+                claim_name: claim.to_owned(),
+                claim_namespace: namespace.to_owned(),
+                claim_resources: vec![ClaimResource {
+                    cdi_devices: cdi_devices.iter().map(|d| CdiDevice { name: (*d).to_owned() }).collect(),
+                    driver_name: driver.to_owned(),
+                    ..Default::default()
+                }],
+            },
+        ));
+        drop(claims);
+        // A pod with only claims is still listed.
+        let mut all = self.assignments.lock().unwrap_or_else(PoisonError::into_inner);
+        all.entry((namespace.to_owned(), name.to_owned()))
+            .or_default()
+            .entry(container.to_owned())
+            .or_default();
+    }
+
     fn pod(&self, key: &(String, String)) -> Option<PodResources> {
+        let claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let all = self.assignments.lock().unwrap_or_else(PoisonError::into_inner);
         let containers = all.get(key)?;
         Some(PodResources {
@@ -252,6 +291,13 @@ impl PodResourcesStandIn {
                             device_ids: ids.clone(),
                             topology: None,
                         })
+                        .collect(),
+                    dynamic_resources: claims
+                        .get(key)
+                        .into_iter()
+                        .flatten()
+                        .filter(|(container, _)| container == name)
+                        .map(|(_, claim)| claim.clone())
                         .collect(),
                     ..Default::default()
                 })

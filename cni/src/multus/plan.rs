@@ -69,20 +69,6 @@ pub enum PlanError {
         /// `IPv4` or `IPv6`.
         family: &'static str,
     },
-    /// More attachments of a resource than devices of it allocated to the pod.
-    #[error(
-        "network {network} needs a device of resource {resource}, but pod {pod} was allocated {allocated} of it (one per attachment; request more in the pod's resources)"
-    )]
-    NotEnoughDevices {
-        /// The network.
-        network: String,
-        /// The resource.
-        resource: String,
-        /// The pod, `namespace/name`.
-        pod: String,
-        /// How many it has.
-        allocated: usize,
-    },
     /// The pod CNI_ARGS names is not there.
     #[error("pod {namespace}/{name} not found")]
     PodNotFound {
@@ -492,12 +478,18 @@ impl Planner<'_> {
             taken.0.insert(resource.to_owned(), (ids, 0));
         }
         let Some((ids, next)) = taken.0.get_mut(resource) else { return Ok(None) };
-        let id = ids.get(*next).cloned().ok_or_else(|| PlanError::NotEnoughDevices {
-            network: name.to_owned(),
-            resource: resource.to_owned(),
-            pod: format!("{}/{}", pod.namespace, pod.name),
-            allocated: ids.len(),
-        })?;
+        // As Multus: without a device of its own (none allocated, or fewer than attachments)
+        // the delegate runs without a deviceID, and says what it needs if it needs one.
+        let Some(id) = ids.get(*next).cloned() else {
+            tracing::warn!(
+                "network {name}: pod {}/{} has no device of resource {resource} left ({} allocated, one per \
+                 attachment): its delegate gets no deviceID",
+                pod.namespace,
+                pod.name,
+                ids.len()
+            );
+            return Ok(None);
+        };
         *next += 1;
         Ok(Some(id))
     }
