@@ -183,6 +183,11 @@ fn rbac_grants_what_the_agent_does_and_the_crd_is_the_one_it_watches() {
     assert_eq!(crd["spec"]["names"]["kind"], nads.kind);
     assert_eq!(crd["spec"]["versions"][0]["name"], nads.version);
     assert_eq!(crd["metadata"]["name"], format!("{}.{}", nads.plural, nads.group));
+    // Multus's short names: applying ours over theirs keeps `kubectl get nad` working.
+    assert_eq!(strings(&crd["spec"]["names"]["shortNames"]), ["net-attach-def", "nad"]);
+    // The image's build context leaves the build outputs out.
+    let ignored = std::fs::read_to_string(deployments().join("../.dockerignore")).unwrap();
+    assert!(ignored.lines().any(|l| l == "target/"), "{ignored}");
 }
 
 #[test]
