@@ -82,7 +82,8 @@ pub const SUPERSEDED: &str = ".superseded";
 /// The keys of a Multus config that mean the same in ours. Not `kubeconfig` (it points into
 /// Multus's own directory, and the agent has its own access), nor `clusterNetwork` when it is
 /// a path (the thick daemon's paths are in its container's view).
-const MULTUS_KEYS: [&str; 15] = [
+const MULTUS_KEYS: [&str; 16] = [
+    "logOptions",
     "clusterNetwork",
     "defaultNetworks",
     "namespaceIsolation",

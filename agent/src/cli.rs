@@ -33,10 +33,18 @@ impl Cli {
     /// logToStderr.
     pub fn log_settings(&self) -> anyhow::Result<crate::logging::LogSettings> {
         let mut settings = match &self.command {
-            Command::Run(args) => match &args.config {
-                Some(path) => crate::daemon_config::DaemonConfig::load(path)?.log,
-                None => crate::logging::LogSettings::default(),
-            },
+            Command::Run(args) => {
+                let mut settings = match &args.config {
+                    Some(path) => crate::daemon_config::DaemonConfig::load(path)?.log,
+                    None => crate::logging::LogSettings::default(),
+                };
+                // The device plugin's rotation flags, as it takes them.
+                let rotation = &mut settings.rotation;
+                rotation.max_size_mb = args.log_max_size.unwrap_or(rotation.max_size_mb);
+                rotation.max_backups = args.log_max_files.unwrap_or(rotation.max_backups);
+                rotation.max_age_days = args.log_max_age.unwrap_or(rotation.max_age_days);
+                settings
+            }
             _ => crate::logging::LogSettings::default(),
         };
         if let Some(level) = &self.log_level {

@@ -2,7 +2,7 @@
 //! ignored, each named in a warning), for `plexus-agent run --config FILE`: a node moving from
 //! Multus thick keeps its file. Each key goes where it means the same in Plexus: the agent's
 //! flags (`socketDir`, `cniConfigDir`, `multusConfigFile: auto`, `chrootDir`), its own log
-//! (`logFile`, `logLevel`, `logToStderr`), and the meta-plugin keys of the config the agent
+//! (`logFile`, `logLevel`, `logToStderr`, `logOptions`), and the meta-plugin keys of the config the agent
 //! writes (`namespaceIsolation`, `clusterNetwork`, ...).
 
 use std::path::{Path, PathBuf};
@@ -116,12 +116,12 @@ impl DaemonConfig {
         if let Some(file) = &readiness {
             plugin_keys.insert("readinessindicatorfile".into(), Value::String(file.display().to_string()));
         }
-        if let Some((_, options)) = get("logOptions") {
-            tracing::warn!(
-                "{what}: logOptions ({options}): Plexus does not rotate its log; rotate it with logrotate's \
-                 copytruncate"
-            );
-        }
+        let rotation = match get("logOptions") {
+            Some((_, options)) => {
+                plexus_cni::log_file::Rotation::parse(options, what).map_err(anyhow::Error::msg)?
+            }
+            None => plexus_cni::log_file::Rotation::default(),
+        };
         let auto_config = match string("multusConfigFile")? {
             None => false,
             Some(file) if file == "auto" => true,
@@ -147,6 +147,7 @@ impl DaemonConfig {
                 file: string("logFile")?.map(PathBuf::from),
                 // Multus logs to stderr unless told not to.
                 no_stderr: get("logToStderr").is_some_and(|(_, v)| v == &Value::Bool(false)),
+                rotation,
             },
             plugin_keys,
         })
@@ -166,7 +167,8 @@ mod tests {
                 "cniConfigDir": "/host/etc/cni/net.d", "multusAutoconfigDir": "/host/etc/cni/net.d",
                 "multusConfigFile": "auto", "socketDir": "/host/run/multus/",
                 "NamespaceIsolation": true, "globalNamespaces": "default", "metricsPort": 9091,
-                "logFile": "/var/log/multus.log", "readinessindicatorfile": "/run/flannel/subnet.env"}"#,
+                "logFile": "/var/log/multus.log", "readinessindicatorfile": "/run/flannel/subnet.env",
+                "logOptions": {"maxAge": 5, "maxSize": 100, "maxBackups": 5, "compress": true}}"#,
             "daemon-config.json",
         )
         .unwrap();
@@ -178,6 +180,7 @@ mod tests {
         assert_eq!(config.log.level.as_deref(), Some("verbose"));
         assert_eq!(config.log.file, Some(PathBuf::from("/var/log/multus.log")));
         assert!(!config.log.no_stderr);
+        assert_eq!(config.log.rotation.max_size_mb, 100);
         assert_eq!(config.plugin_keys["namespaceIsolation"], json!(true));
         assert_eq!(config.plugin_keys["globalNamespaces"], json!("default"));
         assert_eq!(config.plugin_keys["readinessindicatorfile"], json!("/run/flannel/subnet.env"));

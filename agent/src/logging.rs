@@ -21,6 +21,8 @@ pub struct LogSettings {
     pub file: Option<PathBuf>,
     /// False: the file only (Multus's `logToStderr: false`); stderr when there is no file.
     pub no_stderr: bool,
+    /// How the file rotates (Multus's `logOptions`).
+    pub rotation: plexus_cni::log_file::Rotation,
 }
 
 /// A level as the projects Plexus replaces write them: `error`, `warn`, `info`, `debug`,
@@ -56,13 +58,7 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<()> {
     let writer = match &settings.file {
         None => BoxMakeWriter::new(std::io::stderr),
         Some(path) => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).with_context(|| format!("log directory {}", dir.display()))?;
-            }
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+            let file = plexus_cni::log_file::RotatingFile::open(path, settings.rotation)
                 .with_context(|| format!("log file {}", path.display()))?;
             let file = Arc::new(file);
             if settings.no_stderr {

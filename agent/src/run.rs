@@ -119,13 +119,14 @@ pub struct RunArgs {
     /// device nodes, not CDI devices).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub use_cdi: Option<String>,
-    /// The SR-IOV device plugin's log rotation flags: accepted and named in a warning.
-    #[arg(long, hide = true)]
-    pub log_max_size: Option<String>,
-    #[arg(long, hide = true)]
-    pub log_max_files: Option<String>,
-    #[arg(long, hide = true)]
-    pub log_max_age: Option<String>,
+    /// The SR-IOV device plugin's log rotation, for --log-dir's file: megabytes before it
+    /// rotates, rotated files kept, days they are kept (as --config's logOptions).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
+    pub log_max_size: Option<u64>,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub log_max_files: Option<u32>,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub log_max_age: Option<u32>,
     /// Keys for the generated meta-plugin config, from the flags and --config.
     #[arg(skip)]
     pub plugin_keys: serde_json::Map<String, serde_json::Value>,
@@ -202,11 +203,6 @@ impl RunArgs {
                 "delegates are looked for in binDir and CNI_PATH",
             ),
             ("--use-cdi", self.use_cdi.is_some(), "Plexus gives device nodes, not CDI devices"),
-            (
-                "--log-max-size/--log-max-files/--log-max-age",
-                self.log_max_size.is_some() || self.log_max_files.is_some() || self.log_max_age.is_some(),
-                "Plexus does not rotate its log",
-            ),
         ];
         for (flag, given, why) in ignored {
             if given {

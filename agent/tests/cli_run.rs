@@ -198,6 +198,7 @@ async fn run_takes_multus_thick_daemon_config_and_the_device_plugins_flags() {
             "--use-cdi",
             "--namespace-isolation=false",
         ])
+        .args(["--log-max-size", "100", "--log-max-files", "5", "--log-max-age", "30"])
         .arg("--log-dir")
         .arg(&log_dir)
         .arg("--config")

@@ -193,17 +193,13 @@ pub fn init_logging(stdin: &[u8]) {
         "error" => LevelFilter::ERROR,
         _ => return,
     };
-    let file = config
-        .log_file
-        .as_ref()
-        .and_then(|path| std::fs::OpenOptions::new().create(true).append(true).open(path).ok());
+    let file = config.log_file.as_ref().and_then(|path| {
+        crate::log_file::RotatingFile::open(path, config.log_rotation).ok().map(std::sync::Arc::new)
+    });
     let to_stderr = config.log_to_stderr;
     let writer = move || -> Box<dyn std::io::Write> {
         match (&file, to_stderr) {
-            (Some(file), _) => match file.try_clone() {
-                Ok(file) => Box::new(file),
-                Err(_) => Box::new(std::io::sink()),
-            },
+            (Some(file), _) => Box::new(crate::log_file::Shared(file.clone())),
             (None, true) => Box::new(std::io::stderr()),
             (None, false) => Box::new(std::io::sink()),
         }

@@ -6,6 +6,7 @@
 //!   error codes.
 //! - [`error`]: the call's typed errors and the teardown error list.
 //! - [`keys`]: JSON objects read as Go reads them.
+//! - [`log_file`]: a log file rotating as Multus's `logOptions` ask.
 //! - [`paths`]: the default directories.
 //! - [`delegate`]: running delegates, as binaries or in-process.
 //! - [`multus`]: Multus's config, annotations, network resolution, the plan of an ADD, the
@@ -27,6 +28,7 @@ pub mod files;
 pub mod forward;
 pub mod ipam;
 pub mod keys;
+pub mod log_file;
 pub mod multus;
 pub mod paths;
 pub mod phases;

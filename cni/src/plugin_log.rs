@@ -74,8 +74,7 @@ pub struct PluginLog {
 
 /// Whether `path` is a file under [`LOG_DIR`] with no `..` in it.
 fn allowed(path: &Path) -> bool {
-    path.starts_with(LOG_DIR)
-        && path.file_name().is_some()
+    path.strip_prefix(LOG_DIR).is_ok_and(|rest| !rest.as_os_str().is_empty())
         && path.components().all(|c| !matches!(c, Component::ParentDir))
 }
 

@@ -52,6 +52,8 @@ pub struct MetaConfig {
     pub log_level: String,
     /// `logToStderr`.
     pub log_to_stderr: bool,
+    /// `logOptions`: how `logFile` rotates.
+    pub log_rotation: crate::log_file::Rotation,
     /// `retryDeleteOnError`.
     pub retry_delete_on_error: bool,
     /// `capabilities`.
@@ -70,8 +72,9 @@ fn split_list(text: &str) -> Vec<String> {
 
 /// The keys the meta-plugin reads, and those the runtime adds (`args`, `prevResult`); any
 /// other is ignored with a warning, as Multus's Go decoding ignores it.
-const KNOWN: [&str; 25] = [
+const KNOWN: [&str; 26] = [
     "auxiliaryCNIChainName",
+    "logOptions",
     "cniVersion",
     "name",
     "type",
@@ -182,6 +185,11 @@ impl MetaConfig {
             log_file: keys.string("logFile")?.filter(|s| !s.is_empty()).map(PathBuf::from),
             log_level,
             log_to_stderr: keys.bool("logToStderr")?.unwrap_or(true),
+            log_rotation: match keys.value("logOptions") {
+                Some(options) => crate::log_file::Rotation::parse(options, WHAT)
+                    .map_err(|message| ConfigError::invalid(WHAT, message))?,
+                None => crate::log_file::Rotation::default(),
+            },
             retry_delete_on_error: keys.bool("retryDeleteOnError")?.unwrap_or(false),
             capabilities: keys.object("capabilities")?,
             runtime_config: keys.object("runtimeConfig")?,
