@@ -1,10 +1,11 @@
 //! The pod's allocated devices as the agent finds them: the kubelet's PodResources API, else
-//! (no socket, an old kubelet, an error) the kubelet's checkpoint file.
+//! (no socket, or one nobody answers on) the kubelet's checkpoint file.
 
 use std::path::{Path, PathBuf};
 
 use plexus_cni::multus::cluster::Pod;
 use plexus_cni::multus::devices::{Checkpoint, Devices, DevicesError};
+use plexus_device_plugin::podresources::PodResourcesError;
 
 /// PodResources first, the checkpoint second.
 #[derive(Debug)]
@@ -39,7 +40,9 @@ impl Devices for KubeletDevices {
         );
         match self.runtime.block_on(query) {
             Ok(ids) => Ok(ids),
-            Err(e) => {
+            // The checkpoint is the kubelet's internal file, not an API: read only when the
+            // PodResources socket cannot be used at all (no socket, a kubelet without it).
+            Err(PodResourcesError::Transport(e)) => {
                 tracing::warn!(
                     "PodResources for pod {}/{}: {e}; reading the kubelet checkpoint instead",
                     pod.namespace,
@@ -47,6 +50,7 @@ impl Devices for KubeletDevices {
                 );
                 self.checkpoint.allocated(pod, resource)
             }
+            Err(e) => Err(DevicesError::Kubelet(e.to_string())),
         }
     }
 

@@ -28,6 +28,8 @@ pub struct KubeCache {
     nads: Store<DynamicObject>,
     /// Set once the NAD cache holds a full list: from then on a NAD it lacks does not exist.
     nads_listed: Arc<AtomicBool>,
+    /// Set once the pod cache holds a full list: from then on, for a DEL, a pod it lacks is gone.
+    pods_listed: Arc<AtomicBool>,
     api: KubeCluster,
 }
 
@@ -68,6 +70,23 @@ fn trim(pod: &mut KubePod) {
     pod.metadata.owner_references = None;
 }
 
+/// A flag set once `store` holds a full list (logged as `what`).
+fn listed<K>(runtime: &tokio::runtime::Handle, store: Store<K>, what: &'static str) -> Arc<AtomicBool>
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+{
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    runtime.spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            set.store(true, Ordering::Release);
+            tracing::info!("{what} listed: {}", store.len());
+        }
+    });
+    flag
+}
+
 impl KubeCache {
     /// Starts the reflectors on the current runtime for the pods of node `node`.
     pub fn start(client: Client, node: &str) -> Arc<Self> {
@@ -92,16 +111,10 @@ impl KubeCache {
                 tracing::warn!("watching NetworkAttachmentDefinitions: {e}");
             }
         }));
-        let nads_listed = Arc::new(AtomicBool::new(false));
-        let (listed, reader) = (nads_listed.clone(), nads.clone());
-        runtime.spawn(async move {
-            if reader.wait_until_ready().await.is_ok() {
-                listed.store(true, Ordering::Release);
-                tracing::info!("NetworkAttachmentDefinitions listed: {}", reader.len());
-            }
-        });
+        let nads_listed = listed(&runtime, nads.clone(), "NetworkAttachmentDefinitions");
+        let pods_listed = listed(&runtime, pods.clone(), "pods of the node");
         let api = KubeCluster::with_handle(runtime, client);
-        Arc::new(Self { pods, nads, nads_listed, api })
+        Arc::new(Self { pods, nads, nads_listed, pods_listed, api })
     }
 
     fn cached_pod(&self, namespace: &str, name: &str) -> Option<Pod> {
@@ -123,6 +136,19 @@ impl Cluster for KubeCache {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    fn existing_pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, ClusterError> {
+        if let Some(pod) = self.cached_pod(namespace, name) {
+            return Ok(Some(pod));
+        }
+        if self.pods_listed.load(Ordering::Acquire) {
+            // The runtime's later DELs (at the sandbox's garbage collection) come after the pod
+            // object is deleted: the synced cache's "no" is the answer, not a GET that 404s.
+            tracing::debug!("pod {namespace}/{name} is gone");
+            return Ok(None);
+        }
+        self.api.pod(namespace, name)
     }
 
     fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, ClusterError> {

@@ -309,7 +309,7 @@ async fn with_kubernetes_pods_get_their_allocated_vfs_from_watched_nads() {
         .map(|r| format!("{} {}", r.body["reason"].as_str().unwrap(), r.body["message"].as_str().unwrap()))
         .collect();
     assert!(
-        events.contains(&"AddedInterface Add net2 [10.40.0.3] from tenant/fast".to_owned()),
+        events.contains(&"AddedInterface Add net2 [10.40.0.3/24] from tenant/fast".to_owned()),
         "{events:?}"
     );
     let (_, phases) = node.slowest_call();
@@ -343,6 +343,45 @@ async fn with_kubernetes_pods_get_their_allocated_vfs_from_watched_nads() {
         tokio::task::block_in_place(|| node.plexus_for("DEL", "cid-web", &web, false, args, &meta));
     assert_eq!(code, 0, "{out}");
     assert_eq!(links_in(&web), ["lo"]);
+
+    // The pod object is deleted; 20-60 s later the kubelet's sandbox GC sends DEL twice more,
+    // with an empty CNI_NETNS, through the agent: done at once, no API request.
+    let deliveries = api.deliveries("/api/v1/pods", "web");
+    api.delete("/api/v1/namespaces/tenant/pods/web");
+    wait_for("the deletion to reach the agent's watch", || {
+        api.deliveries("/api/v1/pods", "web") > deliveries
+    });
+    let before = api.requests().len();
+    for _ in 0..2 {
+        let (code, out, _) =
+            tokio::task::block_in_place(|| node.plexus_for("DEL", "cid-web", "", false, args, &meta));
+        assert_eq!(code, 0, "{out}");
+    }
+    let asked: Vec<String> =
+        api.requests()[before..].iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert!(asked.is_empty(), "a finished DEL asks the API server nothing: {asked:?}");
+    let calls: Value =
+        serde_json::from_slice(&node.trace(&["--count", "256", "--output", "json"]).stdout).unwrap();
+    let gc_dels: Vec<f64> = calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["command"] == "DEL" && c["container_id"] == "cid-web")
+        .map(|c| c["total"].as_f64().unwrap())
+        .collect();
+    assert_eq!(gc_dels.len(), 3, "{calls}");
+    // The first DEL undid the attachments; the two after it are the GC's.
+    let mut sorted = gc_dels.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert!(sorted[1] < 0.010, "the GC DELs took {gc_dels:?} s in the agent");
+    eprintln!("DELs of cid-web in the agent (s): {gc_dels:?}");
+    // A DEL that still has a namespace but no cache entry, of a pod that is gone: rebuilt from
+    // nothing, without waiting for the pod or asking the API server.
+    let before = api.requests().len();
+    let (code, out, took) =
+        tokio::task::block_in_place(|| node.plexus_for("DEL", "cid-web", &web, false, args, &meta));
+    assert_eq!(code, 0, "{out}");
+    assert!(api.requests()[before..].is_empty() && took < Duration::from_millis(400), "{took:?}");
     // The agent down during DEL: the binary does it from its cache, with its own view of the node.
     agent.kill().unwrap();
     agent.wait().unwrap();

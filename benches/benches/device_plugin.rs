@@ -132,5 +132,51 @@ fn grpc_round_trips(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, preferred_allocation, grpc_round_trips);
+/// From the device plugin's start (discovery, its sockets) to the kubelet holding its
+/// registration: the window in which a restarting agent's devices are unhealthy to the
+/// kubelet (docs/install.md).
+fn start_to_registered(c: &mut Criterion) {
+    let node = node();
+    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+    else {
+        panic!("runtime")
+    };
+    let kubelet_dir = node.dir().join("kubelet");
+    let Ok(kubelet) = runtime.block_on(KubeletStandIn::start(&kubelet_dir)) else {
+        panic!("kubelet stand-in")
+    };
+    let mut group = c.benchmark_group("device plugin start");
+    group.sample_size(20);
+    group.bench_function("start to registered, 256-VF pool", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                let mut options = PluginOptions::new(SysfsRoot::new(node.root()));
+                options.kubelet_dir = kubelet_dir.clone();
+                options.devinfo_dir = node.dir().join("devinfo");
+                options.route_file = node.dir().join("none");
+                let seen = kubelet.registrations().len();
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let start = std::time::Instant::now();
+                let plugin = runtime.spawn(plugin::run(config(), options, async move {
+                    let _ = stopped.await;
+                }));
+                let registered = runtime.block_on(kubelet.wait_for_registration(
+                    "intel.com/sriov",
+                    seen,
+                    Duration::from_secs(10),
+                ));
+                total += start.elapsed();
+                assert!(registered.is_some(), "no registration");
+                let _ = stop.send(());
+                let _ = runtime.block_on(plugin);
+            }
+            total
+        })
+    });
+    group.finish();
+    runtime.block_on(kubelet.stop());
+}
+
+criterion_group!(benches, preferred_allocation, grpc_round_trips, start_to_registered);
 criterion_main!(benches);

@@ -179,7 +179,8 @@ fn pod_annotation_networks_and_default_route_selection() {
     assert!(status[1].mac.is_some());
     let events = node.cluster.events.lock().unwrap().clone();
     assert_eq!(events.len(), 3);
-    assert!(events[1].1.starts_with("Add fast0 [192.168.80.5] from tenant/fast"), "{events:?}");
+    // Multus's exact text: the addresses with their prefixes, as Go prints a list.
+    assert_eq!(events[1].1, "Add fast0 [192.168.80.5/24] from tenant/fast", "{events:?}");
 
     ok(&node.call(&node.env("DEL", "c5", Some(("tenant", "web"))), &meta, true));
     assert!(node.pod_addrs().is_empty());
@@ -281,6 +282,12 @@ fn bad_selections_fail_before_anything_is_created() {
     let warnings: Vec<String> =
         node.cluster.events.lock().unwrap().iter().filter(|e| e.2).map(|e| e.0.clone()).collect();
     assert_eq!(warnings, ["missing/NoNetworkFound"]);
+    let message = node.cluster.events.lock().unwrap().iter().find(|e| e.2).unwrap().1.clone();
+    assert_eq!(
+        message,
+        "cannot find a network-attachment-definition (nope) in namespace (tenant): \
+         network-attachment-definitions.k8s.cni.cncf.io \"nope\" not found"
+    );
     node.finish();
 }
 

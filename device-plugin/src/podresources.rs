@@ -2,9 +2,11 @@
 //! by device plugins and, where the kubelet reports them, by DRA claims.
 //! (The kubelet stand-in's server side is in `plexus-sim`.)
 //!
-//! `Get` (one pod) needs the kubelet's `KubeletPodResourcesGet` feature (beta and on since
-//! Kubernetes 1.29); a kubelet without it answers `Unimplemented`, and `List` (every pod of the
-//! node) is used instead.
+//! `Get` (one pod) needs the kubelet's `KubeletPodResourcesGet` feature gate: alpha (off) from
+//! Kubernetes 1.27, beta (on) from 1.34. A kubelet with the gate off answers gRPC `Unknown`
+//! ("PodResources API Get method disabled"); one older than 1.27, `Unimplemented`. So any
+//! answer but `NotFound` (the pod is not the kubelet's: no devices) makes `List` (every pod of
+//! the node) the source.
 
 use std::path::Path;
 
@@ -34,7 +36,7 @@ pub enum PodResourcesError {
 }
 
 /// The IDs of the devices of `resource` allocated to pod `namespace/name`, sorted, asked of
-/// the kubelet at `socket`.
+/// the kubelet at `socket`; none for a pod the kubelet does not know.
 pub async fn pod_devices(
     socket: &Path,
     namespace: &str,
@@ -45,14 +47,15 @@ pub async fn pod_devices(
     let request = GetPodResourcesRequest { pod_name: name.to_owned(), pod_namespace: namespace.to_owned() };
     let pod = match client.get(request).await {
         Ok(response) => response.into_inner().pod_resources,
-        Err(status) if status.code() == Code::Unimplemented => {
+        Err(status) if status.code() == Code::NotFound => None,
+        Err(status) => {
+            tracing::debug!("PodResources Get: {status}; asking List");
             let list = client
                 .list(ListPodResourcesRequest {})
                 .await
                 .map_err(|status| PodResourcesError::Call { call: "List", status })?;
             list.into_inner().pod_resources.into_iter().find(|p| p.namespace == namespace && p.name == name)
         }
-        Err(status) => return Err(PodResourcesError::Call { call: "Get", status }),
     };
     let mut ids = Vec::new();
     for container in pod.into_iter().flat_map(|p| p.containers) {

@@ -137,6 +137,22 @@ impl ApiStandIn {
         let _ = self.changes.send((version, collection(path), json!({"type": kind, "object": object})));
     }
 
+    /// Deletes the object at `path`, telling the watches (`DELETED`, with the object as it
+    /// was), as the API server does once a pod's deletion is final.
+    pub fn delete(&self, path: &str) {
+        let mut store = self.store();
+        let Some(mut object) = store.objects.remove(path) else { return };
+        store.version += 1;
+        let version = store.version;
+        object["metadata"]["resourceVersion"] = json!(version.to_string());
+        let _ = self.changes.send((version, collection(path), json!({"type": "DELETED", "object": object})));
+    }
+
+    /// How many watch events about object `name` of `collection` were written.
+    pub fn deliveries(&self, collection: &str, name: &str) -> usize {
+        self.store().delivered.iter().filter(|(c, n)| c == collection && n == name).count()
+    }
+
     /// A pod on `node` with one container, `app`.
     pub fn pod(&self, namespace: &str, name: &str, node: &str, annotations: Value) {
         let pod = json!({"apiVersion": "v1", "kind": "Pod",

@@ -219,13 +219,16 @@ pub struct PodResourcesStandIn {
 type Claims = BTreeMap<(String, String), Vec<(String, DynamicResource)>>;
 
 impl Default for PodResourcesStandIn {
+    /// As a real kubelet up to 1.33: the `KubeletPodResourcesGet` gate off.
     fn default() -> Self {
-        Self { assignments: Arc::default(), claims: Arc::default(), get_supported: Arc::new(true.into()) }
+        Self { assignments: Arc::default(), claims: Arc::default(), get_supported: Arc::new(false.into()) }
     }
 }
 
 impl PodResourcesStandIn {
-    /// With `false`, `Get` answers `Unimplemented`, as a kubelet without the feature does.
+    /// `true`: the `KubeletPodResourcesGet` gate on (the default from Kubernetes 1.34).
+    /// `false` (the default here, as on kubelets up to 1.33): `Get` answers `Unknown` with
+    /// "PodResources API Get method disabled", as the kubelet's server does.
     pub fn set_get_supported(&self, supported: bool) {
         self.get_supported.store(supported, std::sync::atomic::Ordering::Relaxed);
     }
@@ -330,9 +333,8 @@ impl PodResourcesLister for PodResourcesStandIn {
         request: Request<GetPodResourcesRequest>,
     ) -> Result<Response<GetPodResourcesResponse>, Status> {
         if !self.get_supported.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(Status::unimplemented(
-                "PodResources Get is behind the KubeletPodResourcesGet feature gate",
-            ));
+            // The kubelet returns a plain error here, which gRPC sends as Unknown.
+            return Err(Status::unknown("PodResources API Get method disabled"));
         }
         let request = request.into_inner();
         let key = (request.pod_namespace, request.pod_name);

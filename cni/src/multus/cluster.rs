@@ -152,8 +152,14 @@ pub struct NetworkStatus {
 
 /// Kubernetes, as the meta-plugin sees it.
 pub trait Cluster {
-    /// The pod, `None` when it does not exist.
+    /// The pod, `None` when it does not exist. ADD may wait a little for a pod just created
+    /// to reach a watch cache.
     fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, ClusterError>;
+    /// The pod as it is now, for a DEL: never waits for a pod to appear (a DEL's pod is more
+    /// likely gone than not there yet).
+    fn existing_pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, ClusterError> {
+        self.pod(namespace, name)
+    }
     /// The NAD, `None` when it does not exist.
     fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, ClusterError>;
     /// Writes the pod's network-status annotation; a pod that is gone is not an error.
@@ -169,6 +175,9 @@ pub trait Cluster {
 impl<T: Cluster + ?Sized> Cluster for std::sync::Arc<T> {
     fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, ClusterError> {
         (**self).pod(namespace, name)
+    }
+    fn existing_pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, ClusterError> {
+        (**self).existing_pod(namespace, name)
     }
     fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, ClusterError> {
         (**self).nad(namespace, name)

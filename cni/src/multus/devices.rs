@@ -36,6 +36,9 @@ pub enum DevicesError {
         /// The parser's complaint.
         error: serde_json::Error,
     },
+    /// The kubelet's PodResources API answered with an error.
+    #[error("the kubelet's PodResources API: {0}")]
+    Kubelet(String),
 }
 
 impl crate::error::Failure for DevicesError {
@@ -43,6 +46,7 @@ impl crate::error::Failure for DevicesError {
         let code: ErrorCode = match self {
             Self::Checkpoint { .. } => ErrorCode::Io,
             Self::Corrupt { .. } => ErrorCode::Decode,
+            Self::Kubelet(_) => ErrorCode::TryAgainLater,
         };
         code.into()
     }

@@ -220,7 +220,8 @@ impl MetaPlugin<'_> {
 
         let statuses = status::statuses(&plan, &entry, self.devices)?;
         if let (Some(cluster), Some(pod)) = (self.cluster, &pod) {
-            status::report(cluster, pod, &statuses)?;
+            let events = status::added_interface_events(&plan, &entry)?;
+            status::report(cluster, pod, &statuses, &events)?;
         }
         Ok(answer)
     }
@@ -281,6 +282,16 @@ impl MetaPlugin<'_> {
         cache::sweep(&self.config.cni_dir);
         let entry = match cache::load(&self.config.cni_dir, &invocation.container_id) {
             Ok(Some(entry)) => entry,
+            // The runtime's DELs at the sandbox's garbage collection: nothing cached (the first
+            // DEL finished and removed it; an ADD caches before its first delegate) and no
+            // namespace: nothing is left to undo, and the spec asks for success.
+            Ok(None) if invocation.netns.is_none() => {
+                tracing::info!(
+                    "DEL of {}: nothing cached and no network namespace: already done",
+                    invocation.container_id
+                );
+                return Ok(());
+            }
             Ok(None) => match self.rebuild(invocation) {
                 Some(entry) => entry,
                 None => return Ok(()),
@@ -328,9 +339,21 @@ impl MetaPlugin<'_> {
         })
     }
 
+    /// What a DEL without a cache entry can still undo: the plan of the pod's networks, when
+    /// the pod is still there.
     fn rebuild(&self, invocation: &Invocation) -> Option<CacheEntry> {
         let planner = self.planner();
-        let pod = planner.pod(invocation).ok().flatten()?;
+        let Some(pod) = planner.existing_pod(invocation).ok().flatten() else {
+            if let Some(pod) = invocation.pod() {
+                tracing::info!(
+                    "DEL of {}: nothing cached and pod {}/{} is gone: nothing to undo",
+                    invocation.container_id,
+                    pod.namespace,
+                    pod.name
+                );
+            }
+            return None;
+        };
         let plan = planner.plan(invocation, Some(&pod)).ok()?;
         Some(entry_of(invocation, &plan))
     }

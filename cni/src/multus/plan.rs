@@ -260,6 +260,15 @@ impl Planner<'_> {
         }
     }
 
+    /// The pod `invocation`'s CNI_ARGS name as it is now, for a DEL: `None` when it is gone
+    /// (or without one, or without Kubernetes); never waits for it to appear.
+    pub fn existing_pod(&self, invocation: &Invocation) -> Result<Option<Pod>, Error> {
+        let (Some(cluster), Some(pod)) = (self.cluster, invocation.pod()) else {
+            return Ok(None);
+        };
+        Ok(cluster.existing_pod(&pod.namespace, &pod.name)?)
+    }
+
     /// Every network to attach for `invocation`, in order, with interface names; nothing is
     /// created yet.
     pub fn plan(&self, invocation: &Invocation, pod: Option<&Pod>) -> Result<Vec<Attachment>, Error> {
@@ -388,8 +397,14 @@ impl Planner<'_> {
                 .into());
             }
             let Some(nad) = cluster.nad(&ns, &element.name)? else {
+                // The Event as Multus writes it: its words, then the API server's for the 404.
+                let message = format!(
+                    "cannot find a network-attachment-definition ({name}) in namespace ({ns}): \
+                     network-attachment-definitions.k8s.cni.cncf.io {name:?} not found",
+                    name = element.name
+                );
+                cluster.event(pod, "NoNetworkFound", &message, true);
                 let error = PlanError::NadNotFound { namespace: ns, name: element.name };
-                cluster.event(pod, "NoNetworkFound", &error.to_string(), true);
                 return Err(error.into());
             };
             let found = resolve::nad_config(&nad.namespace, &nad.name, &nad.config, &self.config.conf_dir)?;

@@ -61,17 +61,34 @@ pub fn statuses(
     Ok(statuses)
 }
 
-/// Writes `statuses` on `pod` and records an `AddedInterface` Event for each.
-pub fn report(cluster: &dyn Cluster, pod: &Pod, statuses: &[NetworkStatus]) -> Result<(), Error> {
+/// The `AddedInterface` Event messages of an ADD, exactly as Multus writes them (tools parse
+/// them): `Add <ifname> [<address/prefix> ...] from <network>`, every address of the
+/// attachment's result, space-separated as Go prints a list; none for an attachment whose
+/// result has neither interfaces nor addresses (Multus skips those too).
+pub fn added_interface_events(plan: &[Attachment], entry: &CacheEntry) -> Result<Vec<String>, Error> {
+    let mut messages = Vec::new();
+    for (att, cached) in plan.iter().zip(&entry.attachments).filter(|(att, _)| !att.auxiliary) {
+        let Some(value) = &cached.result else { continue };
+        let result = CniResult::from_value(value)?;
+        if result.interfaces.is_empty() && result.ips.is_empty() {
+            continue;
+        }
+        let ips: Vec<String> = result.ips.iter().map(|ip| ip.address.to_string()).collect();
+        messages.push(format!("Add {} [{}] from {}", att.ifname, ips.join(" "), att.name));
+    }
+    Ok(messages)
+}
+
+/// Writes `statuses` on `pod` and records the `AddedInterface` Events `events`.
+pub fn report(
+    cluster: &dyn Cluster,
+    pod: &Pod,
+    statuses: &[NetworkStatus],
+    events: &[String],
+) -> Result<(), Error> {
     crate::phases::timed("status", || cluster.set_network_status(pod, statuses))?;
-    for status in statuses {
-        let message = format!(
-            "Add {} [{}] from {}",
-            status.interface.as_deref().unwrap_or("?"),
-            status.ips.join(","),
-            status.name
-        );
-        cluster.event(pod, "AddedInterface", &message, false);
+    for message in events {
+        cluster.event(pod, "AddedInterface", message, false);
     }
     Ok(())
 }
