@@ -20,6 +20,9 @@ cargo test --workspace --all-targets --locked
 # Doc tests are not part of --all-targets.
 cargo test --workspace --doc --locked
 
+echo "== the kernel lab: the tests that need a stock kernel (netdevsim, bonding), in a QEMU guest"
+bash hack/lab-tests.sh
+
 echo "== fuzzing: every parser of outside input, 20 s each"
 bash hack/fuzz.sh
 

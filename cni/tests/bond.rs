@@ -1,6 +1,7 @@
 //! The bond delegate on a kernel with the bonding driver (root): two veth ends in a pod's
 //! namespace bonded and released for real. This machine's kernel has no bonding driver: the
-//! test is then reported ignored, with the reason, never as passed. The logic is tested
+//! test is then reported ignored, with the reason, never as passed, and `hack/test.sh` runs it
+//! in the kernel lab (`hack/lab-tests.sh`), on Debian's stock kernel. The logic is tested
 //! against the in-memory kernel in `bond::tests`, the requests at the message level in
 //! `plexus_hw::bond`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,7 +15,10 @@ use plexus_hw::{Node, SysfsRoot};
 use serde_json::json;
 
 #[test]
-#[cfg_attr(not(plexus_kernel_bonding), ignore = "this kernel has no bonding driver (modprobe bonding fails)")]
+#[cfg_attr(
+    not(plexus_kernel_bonding),
+    ignore = "this kernel has no bonding driver: runs in the kernel lab (hack/lab-tests.sh)"
+)]
 fn a_bond_of_two_links_in_the_pod_is_made_and_released() {
     let pod = Netns::create_unique("plexus-bond-pod").unwrap();
     let name = pod.name().unwrap().to_owned();

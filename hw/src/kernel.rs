@@ -107,6 +107,12 @@ pub enum KernelError {
 }
 
 impl KernelError {
+    /// Whether the error names the request that failed and its subject (a refused netlink
+    /// request, a refusal of the in-memory kernel).
+    pub fn names_request(&self) -> bool {
+        matches!(self, Self::Netlink(NetlinkError::Request { .. }) | Self::Refused { .. })
+    }
+
     /// The errno the kernel answered with, when it answered with one.
     pub fn errno(&self) -> Option<i32> {
         match self {

@@ -647,6 +647,15 @@ fn same_subnet(a: IpAddr, b: IpAddr, len: u8) -> bool {
 }
 
 /// The VF control of a [`FakeKernel`]'s world.
+/// As `NetlinkVfControl` words it: a refusal that names its request is shown as it is.
+fn vf_error(what: String, error: KernelError) -> VfError {
+    if error.names_request() {
+        VfError::Kernel(Box::new(error))
+    } else {
+        VfError::Failed { what, source: Box::new(error) }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FakeVfControl {
     kernel: FakeKernel,
@@ -654,16 +663,12 @@ pub struct FakeVfControl {
 
 impl VfControl for FakeVfControl {
     fn vfs(&self, kernel: &dyn Kernel, pf: &IfName) -> Result<Vec<VfState>, VfError> {
-        kernel
-            .vf_states(pf)
-            .map_err(|e| VfError::Failed { what: format!("reading the VFs of {pf}"), source: Box::new(e) })
+        kernel.vf_states(pf).map_err(|e| vf_error(format!("reading the VFs of {pf}"), e))
     }
 
     fn set(&self, kernel: &dyn Kernel, pf: &IfName, vf: VfIndex, change: &VfChange) -> Result<(), VfError> {
         change.validate(pf.as_str(), vf)?;
-        kernel
-            .set_vf(pf, vf, change)
-            .map_err(|e| VfError::Failed { what: format!("setting VF {vf} of {pf}"), source: Box::new(e) })
+        kernel.set_vf(pf, vf, change).map_err(|e| vf_error(format!("setting VF {vf} of {pf}"), e))
     }
 
     fn host_netdev(&self, _kernel: &dyn Kernel, vf: &VfLocation) -> Result<Option<IfName>, VfError> {

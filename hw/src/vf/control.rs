@@ -72,6 +72,10 @@ fn kernel_error(what: String, pf: &IfName, error: crate::kernel::KernelError) ->
     if error.missing_link().is_some() {
         return VfError::NoSuchPf(pf.to_string());
     }
+    // A refused request's error says what it was for: not said twice.
+    if error.names_request() {
+        return VfError::Kernel(Box::new(error));
+    }
     VfError::Failed { what, source: Box::new(error) }
 }
 

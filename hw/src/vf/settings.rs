@@ -31,6 +31,10 @@ pub enum VfError {
         /// What is wrong.
         message: String,
     },
+    /// The kernel refused a request; its error already names the request and its subject
+    /// (`setting VF 4 of ens1f0: ...`), so it is shown as it is.
+    #[error(transparent)]
+    Kernel(Box<dyn std::error::Error + Send + Sync>),
     /// The kernel (or the simulator's store) failed the request.
     #[error("{what}: {source}")]
     Failed {
