@@ -13,8 +13,9 @@ executable() {
         sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | head -1
 }
 hw_lab=$(executable hw/tests/lab.rs)
+sriov=$(executable cni/tests/sriov.rs)
 bond=$(executable cni/tests/bond.rs)
-[ -n "$hw_lab" ] && [ -n "$bond" ] || { echo "lab-tests: the test binaries were not found" >&2; exit 2; }
+[ -n "$hw_lab" ] && [ -n "$bond" ] && [ -n "$sriov" ] || { echo "lab-tests: the test binaries were not found" >&2; exit 2; }
 
 start=$SECONDS
 bash hack/lab.sh setup
@@ -22,5 +23,6 @@ echo "lab-tests: the lab is ready after $((SECONDS - start)) s"
 guest=$SECONDS
 bash hack/lab.sh run bash -c "set -e
     $hw_lab --ignored --test-threads 1
-    $bond --ignored --test-threads 1"
+    $bond --ignored --test-threads 1
+    $sriov --ignored --test-threads 1"
 echo "lab-tests: the guest ran the tests in $((SECONDS - guest)) s; the lab added $((SECONDS - start)) s"

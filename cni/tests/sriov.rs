@@ -602,3 +602,135 @@ fn a_nads_log_file_and_level_are_written_as_sriov_cni_writes_them() {
     f.del(&invocation(Command::Del, "cid-log3", &netns, "net1"), &conf).unwrap();
     assert!(!outside.exists());
 }
+
+/// Runs a shell command, failing the test with its stderr.
+fn sh(command: &str) -> String {
+    let out = Process::new("sh").arg("-c").arg(command).output().unwrap();
+    assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Replaces PF `pf` of the simulated node (a bridge in its namespace) by a netdevsim PF of the
+/// same name with `vfs` VFs: the PF side of the seam is then a real driver's (the kernel lab).
+fn netdevsim_as(f: &Fixture, id: u32, pf: &str, vfs: u32) {
+    sh("modprobe netdevsim");
+    std::fs::write("/sys/bus/netdevsim/new_device", format!("{id} 1")).unwrap();
+    let dev = format!("/sys/bus/netdevsim/devices/netdevsim{id}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let name = loop {
+        if let Some(entry) = std::fs::read_dir(format!("{dev}/net")).ok().and_then(|mut d| d.next()) {
+            break entry.unwrap().file_name().into_string().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "netdevsim{id} made no netdev");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::fs::write(format!("{dev}/sriov_numvfs"), vfs.to_string()).unwrap();
+    let ns = f.sim_netns();
+    sh(&format!("ip -n {ns} link del {pf} && ip link set {name} name {pf} && ip link set {pf} netns {ns}"));
+}
+
+/// The PF side through netlink (a real driver's), the VF netdevs the simulator's: veth ends
+/// have no parent device to be found by, which a real VF netdev has.
+#[derive(Debug)]
+struct RealPfSide(plexus_sim::SimVfControl);
+
+impl plexus_hw::vf::VfControl for RealPfSide {
+    fn vfs(
+        &self,
+        kernel: &dyn plexus_hw::kernel::Kernel,
+        pf: &IfName,
+    ) -> Result<Vec<VfState>, plexus_hw::vf::VfError> {
+        plexus_hw::vf::NetlinkVfControl.vfs(kernel, pf)
+    }
+
+    fn set(
+        &self,
+        kernel: &dyn plexus_hw::kernel::Kernel,
+        pf: &IfName,
+        vf: VfIndex,
+        change: &VfChange,
+    ) -> Result<(), plexus_hw::vf::VfError> {
+        plexus_hw::vf::NetlinkVfControl.set(kernel, pf, vf, change)
+    }
+
+    fn host_netdev(
+        &self,
+        kernel: &dyn plexus_hw::kernel::Kernel,
+        vf: &plexus_hw::discover::VfLocation,
+    ) -> Result<Option<IfName>, plexus_hw::vf::VfError> {
+        self.0.host_netdev(kernel, vf)
+    }
+
+    fn pod_netdev(
+        &self,
+        kernel: &dyn plexus_hw::kernel::Kernel,
+        vf: &plexus_hw::discover::VfLocation,
+        host_index: Option<u32>,
+    ) -> Result<Option<plexus_hw::kernel::LinkInfo>, plexus_hw::vf::VfError> {
+        self.0.pod_netdev(kernel, vf, host_index)
+    }
+}
+
+#[test]
+#[ignore = "runs in the kernel lab (hack/lab-tests.sh): needs netdevsim"]
+fn the_whole_attachment_with_the_pf_side_on_a_real_driver() {
+    use plexus_hw::vf::{NetlinkVfControl, VfControl};
+    let mut f = Fixture::new("nsim");
+    netdevsim_as(&f, 21, "ens1f0", 4);
+    let node = plexus_hw::Node::new(
+        plexus_hw::SysfsRoot::new(f.node.root()),
+        f.node.netns_path(),
+        Arc::new(RealPfSide(f.node.control())),
+    );
+    let sriov = Sriov::new(node.clone());
+    let run = |invocation: &Invocation, conf: &serde_json::Value| {
+        let kernel = node.session(invocation.netns.as_deref());
+        let request = Request { invocation, config: conf, cluster: None, kernel: &kernel };
+        call_in_process(&sriov, "sriov", &request)
+    };
+    let pf: IfName = "ens1f0".parse().unwrap();
+    let read = || NetlinkVfControl.vf(&node.session(None), &pf, VfIndex(1)).unwrap();
+    // An administrator's VLAN on VF 1, through the driver.
+    let admin = VfChange { vlan: Some((7, 0, VlanProto::Dot1Q)), ..VfChange::default() };
+    NetlinkVfControl.set(&node.session(None), &pf, VfIndex(1), &admin).unwrap();
+    let prior = read();
+    let others: Vec<VfState> = NetlinkVfControl.vfs(&node.session(None), &pf).unwrap();
+
+    let conf = f.conf(
+        VF1,
+        json!({"vlan": 100, "vlanQoS": 2, "vlanProto": "802.1ad", "spoofchk": "off", "trust": "on",
+               "link_state": "enable", "min_tx_rate": 10, "max_tx_rate": 1000, "mac": "02:11:22:33:44:55",
+               "ipam": {"type": "static", "addresses": [{"address": "10.56.0.2/24"}]}}),
+    );
+    for round in ["pod namespace present at DEL", "pod namespace gone at DEL"] {
+        let pod = f.pod();
+        let netns = pod.path().display().to_string();
+        let add = invocation(Command::Add, "cid-nsim", &netns, "net1");
+        let result = run(&add, &conf).unwrap().unwrap();
+        // What the driver now holds for VF 1, read from the kernel.
+        let applied = read();
+        assert_eq!((applied.vlan, applied.qos, applied.vlan_proto), (100, 2, VlanProto::Dot1Ad), "{round}");
+        assert_eq!((applied.spoofchk, applied.trust, applied.link_state), (false, true, VfLinkMode::Enable));
+        assert_eq!((applied.min_tx_rate, applied.max_tx_rate), (10, 1000));
+        assert_eq!(applied.mac.to_string(), "02:11:22:33:44:55");
+        let now = NetlinkVfControl.vfs(&node.session(None), &pf).unwrap();
+        for other in [0, 2, 3] {
+            assert_eq!(now[other], others[other], "VF {other} untouched");
+        }
+        assert_eq!(link(ns_name(&pod), "net1").map(|l| l.0), Some("02:11:22:33:44:55".into()));
+        let mut with_prev = conf.clone();
+        with_prev["prevResult"] = result;
+        run(&invocation(Command::Check, "cid-nsim", &netns, "net1"), &with_prev).unwrap();
+        let del = if round.contains("gone") {
+            pod.delete().unwrap();
+            invocation(Command::Del, "cid-nsim", "", "net1")
+        } else {
+            invocation(Command::Del, "cid-nsim", &netns, "net1")
+        };
+        run(&del, &conf).unwrap();
+        assert_eq!(read(), prior, "{round}: VF 1 exactly as it was, read from the driver");
+        assert!(link(f.sim_netns(), "ens1f0v1").is_some(), "{round}: the netdev is back");
+        run(&del, &conf).unwrap();
+    }
+    std::fs::write("/sys/bus/netdevsim/del_device", "21").unwrap();
+}

@@ -119,9 +119,12 @@ impl VfControl for SimVfControl {
         let mac = self.macs.get(&vf.address).copied();
         let make = || -> Result<(), plexus_hw::kernel::KernelError> {
             kernel.add_veth(Side::Host, Veth { name: &returned, peer: &representor, mac })?;
-            let bridge = kernel.link_index(Side::Host, pf)?;
             let port = kernel.link_index(Side::Host, &representor)?;
-            kernel.set_controller(Side::Host, port, Some(bridge))?;
+            // The representor is a port of the PF's bridge, the simulated switch. A PF with a
+            // parent device is a real driver's (netdevsim, in the kernel lab): no bridge to join.
+            if let Some(bridge) = kernel.link(Side::Host, pf)?.filter(|l| l.parent_device.is_none()) {
+                kernel.set_controller(Side::Host, port, Some(bridge.index))?;
+            }
             kernel.configure(Side::Host, port, LinkSettings::UP)
         };
         make().map_err(Self::kernel(&what))?;
