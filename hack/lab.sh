@@ -109,7 +109,8 @@ run() {
         rm -rf "$job"
     }
     trap cleanup EXIT INT TERM
-    # KVM is used only if it can run this guest; these machines' /dev/kvm cannot.
+    # Software emulation always: these machines' /dev/kvm is a paravirtual kind that cannot
+    # run a stock guest, and the lab must behave the same everywhere it runs.
     local accel="tcg,thread=multi"
     qemu-system-x86_64 -accel "$accel" -cpu max -smp 2 -m "$MEM" -nodefaults -no-reboot \
         -display none -serial stdio \
