@@ -31,7 +31,10 @@ kernel_abi() { apt-cache depends linux-image-amd64 | sed -n 's/.*Depends: linux-
 
 setup() {
     mkdir -p "$LAB"
-    if [ -f "$LAB/ready" ]; then
+    # Ready, and made by this version of the scripts (the initramfs holds lab-init).
+    local stamp
+    stamp=$(cat "$0" "$(dirname "$0")/lab-init" | sha256sum | cut -d' ' -f1)
+    if [ "$(cat "$LAB/ready" 2>/dev/null)" = "$stamp" ]; then
         return 0
     fi
     command -v apt-get >/dev/null || die "apt-get is missing: the lab needs Debian's packages"
@@ -80,7 +83,7 @@ setup() {
     (cd "$initrd" && find . | cpio -o -H newc --quiet | gzip -1) >"$LAB/initrd.gz"
     echo "$release" >"$LAB/release"
     rm -rf "$work"
-    touch "$LAB/ready"
+    echo "$stamp" >"$LAB/ready"
     say "ready: $(cat "$LAB/release")"
 }
 
