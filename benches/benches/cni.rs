@@ -36,6 +36,73 @@ fn plexus_binary() -> PathBuf {
     binary
 }
 
+/// The `plexus-agent` binary of this profile, built when missing.
+fn agent_binary() -> PathBuf {
+    let release = !cfg!(debug_assertions);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let binary = target.join(if release { "release" } else { "debug" }).join("plexus-agent");
+    if !binary.exists() {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "-q", "-p", "plexus-agent", "--bin", "plexus-agent"]);
+        if release {
+            cargo.arg("--release");
+        }
+        let status = cargo.status();
+        assert!(matches!(status, Ok(s) if s.success()), "building plexus-agent: {status:?}");
+    }
+    binary
+}
+
+/// The agent, serving CNI in `host`'s namespace on `socket_dir` (no pools, no Kubernetes):
+/// what the `plexus` binary forwards to. Killed on drop.
+struct Agent(std::process::Child);
+
+impl Agent {
+    fn start(host: &Netns, dir: &Path) -> Self {
+        let pools = dir.join("pools.json");
+        let written =
+            std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&pools, r#"{"resourceList": []}"#));
+        assert!(written.is_ok(), "{written:?}");
+        let Some(host_name) = host.name() else { panic!("a named namespace") };
+        let Ok(child) = Command::new("ip")
+            .args(["netns", "exec", host_name])
+            .arg(agent_binary())
+            .arg("run")
+            .arg("--pools")
+            .arg(&pools)
+            .arg("--kubelet-dir")
+            .arg(dir.join("kubelet"))
+            .arg("--devinfo-dir")
+            .arg(dir.join("devinfo"))
+            .arg("--socket-dir")
+            .arg(dir.join("run"))
+            .args(["--route-file", "/dev/null"])
+            .env("PLEXUS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            panic!("starting plexus-agent")
+        };
+        let socket = dir.join("run/plexus.sock");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "the agent's socket never answered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self(child)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn call(binary: &Path, env: &[(&str, &str)], stdin: &[u8]) {
     let Ok(mut child) = Command::new(binary)
         .envs(env.iter().copied())
@@ -158,6 +225,12 @@ fn meta_plugin_cost(c: &mut Criterion) {
         .into_bytes()
     };
     let (noop_tmpfs, noop_disk) = (noop_meta(&setup.dir.path().join("cache")), noop_meta(&disk));
+    // Forwarded: the binary hands the call to the agent, which runs the delegate.
+    let agent_dir = setup.dir.path().join("agent");
+    let agent = Agent::start(&setup.host, &agent_dir);
+    let mut forwarded: serde_json::Value = serde_json::from_slice(&noop_tmpfs).unwrap_or_default();
+    forwarded["daemonSocketDir"] = json!(agent_dir.join("run"));
+    let noop_forwarded = forwarded.to_string().into_bytes();
     let static_plugin = Path::new(PLUGINS).join("static");
     let mut group = c.benchmark_group("CNI ADD, a delegate that does no kernel work");
     group.sample_size(50);
@@ -170,7 +243,11 @@ fn meta_plugin_cost(c: &mut Criterion) {
     group.bench_function("through plexus (cache on disk)", |b| {
         b.iter_custom(|n| setup.measure(&plexus, &noop_disk, n))
     });
+    group.bench_function("through plexus and the agent (cache on tmpfs)", |b| {
+        b.iter_custom(|n| setup.measure(&plexus, &noop_forwarded, n))
+    });
     group.finish();
+    drop(agent);
     let _ = std::fs::remove_dir_all(&disk);
 }
 
