@@ -38,6 +38,8 @@ setup() {
         return 0
     fi
     command -v apt-get >/dev/null || die "apt-get is missing: the lab needs Debian's packages"
+    # Current lists: a kernel upload the lists still name may be gone from the mirror.
+    apt-get update -qq >"$LAB/update.log" 2>&1 || { cat "$LAB/update.log" >&2; die "apt-get update failed"; }
     local abi version
     abi=$(kernel_abi)
     [ -n "$abi" ] || die "no linux-image-amd64 in the package lists (apt-get update?)"
