@@ -15,7 +15,10 @@
 
 use std::path::{Path, PathBuf};
 
+use plexus_cni::keys::Keys;
 use serde_json::{Map, Value, json};
+
+use crate::daemon_config::PLUGIN_KEYS;
 
 /// The file the agent owns. `00-` sorts it before the usual `05-`/`10-` primary configs, so the
 /// runtime, which takes the first file by name, picks it.
@@ -79,27 +82,12 @@ fn is_multus(config: &Value) -> bool {
 /// The suffix a superseded Multus config is renamed with.
 pub const SUPERSEDED: &str = ".superseded";
 
-/// The keys of a Multus config that mean the same in ours. Not `kubeconfig` (it points into
-/// Multus's own directory, and the agent has its own access), nor `clusterNetwork` when it is
-/// a path (the thick daemon's paths are in its container's view).
-const MULTUS_KEYS: [&str; 16] = [
-    "logOptions",
-    "clusterNetwork",
-    "defaultNetworks",
-    "namespaceIsolation",
-    "globalNamespaces",
-    "systemNamespaces",
-    "multusNamespace",
-    "readinessindicatorfile",
-    "confDir",
-    "cniDir",
-    "binDir",
-    "logFile",
-    "logLevel",
-    "logToStderr",
-    "retryDeleteOnError",
-    "auxiliaryCNIChainName",
-];
+/// The keys of a Multus config that mean the same in ours: those of the daemon config that go
+/// into ours, and the meta-plugin's own log and readiness keys. Not `kubeconfig` (it points
+/// into Multus's own directory, and the agent has its own access), nor `clusterNetwork` when it
+/// is a path (the thick daemon's paths are in its container's view).
+const MULTUS_CONFIG_KEYS: [&str; 5] =
+    ["readinessindicatorfile", "logFile", "logLevel", "logToStderr", "logOptions"];
 
 /// The Multus keys of a Multus `config` (of its `multus` plugin, for a conflist), by their
 /// canonical names, matched in any case as Multus reads them.
@@ -108,15 +96,17 @@ fn multus_keys(config: &Value) -> Map<String, Value> {
         .as_array()
         .and_then(|plugins| plugins.iter().find(|p| is_multus(p)))
         .unwrap_or(config);
-    let mut keys = Map::new();
-    for (key, value) in plugin.as_object().into_iter().flatten() {
-        let Some(name) = MULTUS_KEYS.iter().find(|k| k.eq_ignore_ascii_case(key)) else { continue };
+    let mut found = Map::new();
+    let Some(object) = plugin.as_object() else { return found };
+    let keys = Keys::new(object, "Multus config");
+    for name in PLUGIN_KEYS.iter().chain(&MULTUS_CONFIG_KEYS) {
+        let Some(value) = keys.value(name) else { continue };
         if *name == "clusterNetwork" && value.as_str().is_some_and(|v| v.contains('/')) {
             continue;
         }
-        keys.insert((*name).to_owned(), value.clone());
+        found.insert((*name).to_owned(), value.clone());
     }
-    keys
+    found
 }
 
 /// The capabilities the primary's plugins declare: the runtime passes their arguments only to

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::{Map, Value};
 
+use plexus_cni::keys::Keys;
+use plexus_cni::spec::ConfigError;
+
 use crate::logging::LogSettings;
 
 /// What the file says, by where it goes.
@@ -35,8 +38,8 @@ pub struct DaemonConfig {
     pub plugin_keys: Map<String, Value>,
 }
 
-/// Keys that go into the meta-plugin config as they are.
-const PLUGIN_KEYS: [&str; 11] = [
+/// Multus keys that go into the meta-plugin config as they are.
+pub(crate) const PLUGIN_KEYS: [&str; 11] = [
     "confDir",
     "binDir",
     "cniDir",
@@ -79,36 +82,16 @@ impl DaemonConfig {
         let Value::Object(object) = value else {
             anyhow::bail!("{what}: must be a JSON object");
         };
-        let get = |key: &str| {
-            object
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(k, v)| (k.as_str(), v))
-                .filter(|(_, v)| !v.is_null())
+        let keys = Keys::new(&object, what);
+        let known: Vec<&str> = PLUGIN_KEYS.iter().chain(&OWN_KEYS).copied().collect();
+        keys.warn_unknown(&known);
+        // Multus reads an empty string as no value.
+        let string = |key: &str| -> Result<Option<String>, ConfigError> {
+            Ok(keys.string(key)?.filter(|s| !s.is_empty()))
         };
-        let string = |key: &str| -> anyhow::Result<Option<String>> {
-            match get(key) {
-                None => Ok(None),
-                Some((_, Value::String(s))) => Ok(Some(s.clone()).filter(|s| !s.is_empty())),
-                Some((name, _)) => anyhow::bail!("{what}: {name} must be a string"),
-            }
-        };
-        let boolean = |key: &str| -> anyhow::Result<bool> {
-            match get(key) {
-                None => Ok(false),
-                Some((_, Value::Bool(b))) => Ok(*b),
-                Some((name, _)) => anyhow::bail!("{what}: {name} must be true or false"),
-            }
-        };
-        for key in object.keys() {
-            let known = PLUGIN_KEYS.iter().chain(&OWN_KEYS).any(|k| k.eq_ignore_ascii_case(key));
-            if !known {
-                tracing::warn!("{what}: ignoring {key:?}, which has no meaning for Plexus");
-            }
-        }
         let mut plugin_keys = Map::new();
         for key in PLUGIN_KEYS {
-            if let Some((_, value)) = get(key) {
+            if let Some(value) = keys.value(key) {
                 plugin_keys.insert(key.to_owned(), value.clone());
             }
         }
@@ -116,8 +99,8 @@ impl DaemonConfig {
         if let Some(file) = &readiness {
             plugin_keys.insert("readinessindicatorfile".into(), Value::String(file.display().to_string()));
         }
-        let rotation = match get("logOptions") {
-            Some((_, options)) => {
+        let rotation = match keys.value("logOptions") {
+            Some(options) => {
                 plexus_cni::log_file::Rotation::parse(options, what).map_err(anyhow::Error::msg)?
             }
             None => plexus_cni::log_file::Rotation::default(),
@@ -140,13 +123,13 @@ impl DaemonConfig {
             cni_conf_dir: string("multusAutoconfigDir")?.or(string("cniConfigDir")?).map(PathBuf::from),
             auto_config,
             cni_version: string("cniVersion")?,
-            force_cni_version: boolean("forceCNIVersion")?,
+            force_cni_version: keys.bool("forceCNIVersion")?.unwrap_or(false),
             readiness_indicator_file: readiness,
             log: LogSettings {
                 level: log_level,
                 file: string("logFile")?.map(PathBuf::from),
                 // Multus logs to stderr unless told not to.
-                no_stderr: get("logToStderr").is_some_and(|(_, v)| v == &Value::Bool(false)),
+                no_stderr: keys.bool("logToStderr")? == Some(false),
                 rotation,
             },
             plugin_keys,
