@@ -120,12 +120,13 @@ impl MetaPlugin<'_> {
         command: Command,
         ifname: &IfName,
         netns: Option<&Path>,
+        selection: Option<&NetworkSelection>,
     ) -> Invocation {
         Invocation {
             command,
             netns: netns.map(Path::to_path_buf),
             ifname: ifname.clone(),
-            args: delegate_args(invocation, None),
+            args: delegate_args(invocation, selection),
             ..invocation.clone()
         }
     }
@@ -182,9 +183,14 @@ impl MetaPlugin<'_> {
             Delegator::new(self.binaries(), self.registry.clone(), &kernel).with_cluster(self.cluster);
         for (i, att) in plan.iter().enumerate() {
             let config = effective_config(&att.found.config, &att.injected);
-            let mut call =
-                Self::delegate_invocation(invocation, Command::Add, &att.ifname, invocation.netns.as_deref());
-            call.args = delegate_args(invocation, att.selection.as_ref());
+            let netns = invocation.netns.as_deref();
+            let call = Self::delegate_invocation(
+                invocation,
+                Command::Add,
+                &att.ifname,
+                netns,
+                att.selection.as_ref(),
+            );
             let added = timed(format!("delegate {}", att.name), || {
                 delegator.add(&config, &call, &att.runtime_config)
             });
@@ -218,10 +224,9 @@ impl MetaPlugin<'_> {
             }
         };
 
-        let statuses = status::statuses(&plan, &entry, self.devices)?;
+        let report = status::report_of(&plan, &entry, self.devices)?;
         if let (Some(cluster), Some(pod)) = (self.cluster, &pod) {
-            let events = status::added_interface_events(&plan, &entry)?;
-            status::report(cluster, pod, &statuses, &events)?;
+            status::report(cluster, pod, &report)?;
         }
         Ok(answer)
     }
@@ -239,6 +244,7 @@ impl MetaPlugin<'_> {
                         Command::Del,
                         &att.ifname,
                         invocation.netns.as_deref(),
+                        None,
                     );
                     errors.append(
                         delegator
@@ -315,7 +321,8 @@ impl MetaPlugin<'_> {
             Delegator::new(self.binaries(), self.registry.clone(), &kernel).with_cluster(self.cluster);
         let mut errors = ErrorList::new();
         for att in entry.attachments.iter().rev() {
-            let call = Self::delegate_invocation(invocation, Command::Del, &att.ifname, netns.as_deref());
+            let call =
+                Self::delegate_invocation(invocation, Command::Del, &att.ifname, netns.as_deref(), None);
             match cached_config(att) {
                 Ok(config) => errors.append(timed(format!("delegate {}", att.name), || {
                     delegator
@@ -383,6 +390,7 @@ impl MetaPlugin<'_> {
                 Command::Check,
                 &att.ifname,
                 invocation.netns.as_deref(),
+                None,
             );
             delegator
                 .check(&config, &call, &att.runtime_config, result)

@@ -9,18 +9,34 @@ use super::plan::Attachment;
 use crate::error::Error;
 use crate::spec::CniResult;
 
-/// The network-status of each attachment of `plan`, from the results in `entry`.
-pub fn statuses(
+/// What an ADD tells the pod: its network-status, and its `AddedInterface` Event messages.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// One entry per attachment.
+    pub statuses: Vec<NetworkStatus>,
+    /// Exactly as Multus writes them (tools parse them): `Add <ifname> [<address/prefix> ...]
+    /// from <network>`, every address of the attachment's result, space-separated as Go
+    /// prints a list; none for an attachment whose result has neither interfaces nor
+    /// addresses (Multus skips those too).
+    pub events: Vec<String>,
+}
+
+/// The report of `plan`, from the results in `entry` (each read once).
+pub fn report_of(
     plan: &[Attachment],
     entry: &CacheEntry,
     devices: Option<&dyn Devices>,
-) -> Result<Vec<NetworkStatus>, Error> {
-    let mut statuses = Vec::new();
+) -> Result<Report, Error> {
+    let mut report = Report::default();
     for (att, cached) in plan.iter().zip(&entry.attachments).filter(|(att, _)| !att.auxiliary) {
         let result = match &cached.result {
             Some(value) => CniResult::from_value(value)?,
             None => CniResult::default(),
         };
+        if !result.interfaces.is_empty() || !result.ips.is_empty() {
+            let ips: Vec<String> = result.ips.iter().map(|ip| ip.address.to_string()).collect();
+            report.events.push(format!("Add {} [{}] from {}", att.ifname, ips.join(" "), att.name));
+        }
         let ours = |i: &&crate::spec::result::Interface| !i.sandbox.is_empty();
         let index = result
             .interfaces
@@ -46,7 +62,7 @@ pub fn statuses(
             ),
             None => written_device_info(devices.devinfo_dir(), &entry.container_id, att.ifname.as_str()),
         });
-        statuses.push(NetworkStatus {
+        report.statuses.push(NetworkStatus {
             name: att.name.clone(),
             interface: Some(att.ifname.to_string()),
             ips,
@@ -58,36 +74,13 @@ pub fn statuses(
             device_info,
         });
     }
-    Ok(statuses)
+    Ok(report)
 }
 
-/// The `AddedInterface` Event messages of an ADD, exactly as Multus writes them (tools parse
-/// them): `Add <ifname> [<address/prefix> ...] from <network>`, every address of the
-/// attachment's result, space-separated as Go prints a list; none for an attachment whose
-/// result has neither interfaces nor addresses (Multus skips those too).
-pub fn added_interface_events(plan: &[Attachment], entry: &CacheEntry) -> Result<Vec<String>, Error> {
-    let mut messages = Vec::new();
-    for (att, cached) in plan.iter().zip(&entry.attachments).filter(|(att, _)| !att.auxiliary) {
-        let Some(value) = &cached.result else { continue };
-        let result = CniResult::from_value(value)?;
-        if result.interfaces.is_empty() && result.ips.is_empty() {
-            continue;
-        }
-        let ips: Vec<String> = result.ips.iter().map(|ip| ip.address.to_string()).collect();
-        messages.push(format!("Add {} [{}] from {}", att.ifname, ips.join(" "), att.name));
-    }
-    Ok(messages)
-}
-
-/// Writes `statuses` on `pod` and records the `AddedInterface` Events `events`.
-pub fn report(
-    cluster: &dyn Cluster,
-    pod: &Pod,
-    statuses: &[NetworkStatus],
-    events: &[String],
-) -> Result<(), Error> {
-    crate::phases::timed("status", || cluster.set_network_status(pod, statuses))?;
-    for message in events {
+/// Writes the report's statuses on `pod` and records its `AddedInterface` Events.
+pub fn report(cluster: &dyn Cluster, pod: &Pod, report: &Report) -> Result<(), Error> {
+    crate::phases::timed("status", || cluster.set_network_status(pod, &report.statuses))?;
+    for message in &report.events {
         cluster.event(pod, "AddedInterface", message, false);
     }
     Ok(())
