@@ -16,43 +16,31 @@ use serde_json::json;
 
 const PLUGINS: &str = "/usr/lib/cni";
 
-/// The `plexus` binary of this profile, built when missing.
-fn plexus_binary() -> PathBuf {
+/// Binary `bin` of `package`, of this profile, built when missing (with the features the
+/// workspace builds it with, so it is the same artifact).
+fn built(package: &str, bin: &str, features: &[&str]) -> PathBuf {
     let release = !cfg!(debug_assertions);
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let binary = target.join(if release { "release" } else { "debug" }).join("plexus");
+    let binary = target.join(if release { "release" } else { "debug" }).join(bin);
     if !binary.exists() {
         let mut cargo = Command::new(env!("CARGO"));
-        // With the features the workspace builds it with, so it is the same artifact.
-        cargo.args(["build", "-q", "-p", "plexus-cni", "--features", "simulated-node", "--bin", "plexus"]);
+        cargo.args(["build", "-q", "-p", package, "--bin", bin]);
+        for feature in features {
+            cargo.args(["--features", feature]);
+        }
         if release {
             cargo.arg("--release");
         }
         let status = cargo.status();
-        assert!(matches!(status, Ok(s) if s.success()), "building plexus: {status:?}");
+        assert!(matches!(status, Ok(s) if s.success()), "building {bin}: {status:?}");
     }
     binary
 }
 
-/// The `plexus-agent` binary of this profile, built when missing.
-fn agent_binary() -> PathBuf {
-    let release = !cfg!(debug_assertions);
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let binary = target.join(if release { "release" } else { "debug" }).join("plexus-agent");
-    if !binary.exists() {
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo.args(["build", "-q", "-p", "plexus-agent", "--bin", "plexus-agent"]);
-        if release {
-            cargo.arg("--release");
-        }
-        let status = cargo.status();
-        assert!(matches!(status, Ok(s) if s.success()), "building plexus-agent: {status:?}");
-    }
-    binary
+fn plexus_binary() -> PathBuf {
+    built("plexus-cni", "plexus", &["simulated-node"])
 }
 
 /// The agent, serving CNI in `host`'s namespace on `socket_dir` (no pools, no Kubernetes):
@@ -68,7 +56,7 @@ impl Agent {
         let Some(host_name) = host.name() else { panic!("a named namespace") };
         let Ok(child) = Command::new("ip")
             .args(["netns", "exec", host_name])
-            .arg(agent_binary())
+            .arg(built("plexus-agent", "plexus-agent", &[]))
             .arg("run")
             .arg("--pools")
             .arg(&pools)

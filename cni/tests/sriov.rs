@@ -603,30 +603,16 @@ fn a_nads_log_file_and_level_are_written_as_sriov_cni_writes_them() {
     assert!(!outside.exists());
 }
 
-/// Runs a shell command, failing the test with its stderr.
-fn sh(command: &str) -> String {
-    let out = Process::new("sh").arg("-c").arg(command).output().unwrap();
-    assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Replaces PF `pf` of the simulated node (a bridge in its namespace) by a netdevsim PF of the
-/// same name with `vfs` VFs: the PF side of the seam is then a real driver's (the kernel lab).
-fn netdevsim_as(f: &Fixture, id: u32, pf: &str, vfs: u32) {
-    sh("modprobe netdevsim");
-    std::fs::write("/sys/bus/netdevsim/new_device", format!("{id} 1")).unwrap();
-    let dev = format!("/sys/bus/netdevsim/devices/netdevsim{id}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let name = loop {
-        if let Some(entry) = std::fs::read_dir(format!("{dev}/net")).ok().and_then(|mut d| d.next()) {
-            break entry.unwrap().file_name().into_string().unwrap();
-        }
-        assert!(std::time::Instant::now() < deadline, "netdevsim{id} made no netdev");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    std::fs::write(format!("{dev}/sriov_numvfs"), vfs.to_string()).unwrap();
+/// Replaces PF `pf` of the simulated node (a bridge in its namespace) by the port of netdevsim
+/// device `id` with `vfs` VFs, renamed so: the PF side of the seam is then a real driver's (the
+/// kernel lab). The device goes when the value is dropped.
+fn netdevsim_as(f: &Fixture, id: u32, pf: &str, vfs: u32) -> plexus_sim::netdevsim::Netdevsim {
+    let device = plexus_sim::netdevsim::Netdevsim::new(id, vfs).unwrap();
     let ns = f.sim_netns();
-    sh(&format!("ip -n {ns} link del {pf} && ip link set {name} name {pf} && ip link set {pf} netns {ns}"));
+    plexus_sim::ip::run(Some(ns), &["link", "del", pf]).unwrap();
+    plexus_sim::ip::run(None, &["link", "set", device.netdev.as_str(), "name", pf]).unwrap();
+    plexus_sim::ip::run(None, &["link", "set", pf, "netns", ns]).unwrap();
+    device
 }
 
 /// The PF side through netlink (a real driver's), the VF netdevs the simulator's: veth ends
@@ -676,7 +662,7 @@ impl plexus_hw::vf::VfControl for RealPfSide {
 fn the_whole_attachment_with_the_pf_side_on_a_real_driver() {
     use plexus_hw::vf::{NetlinkVfControl, VfControl};
     let mut f = Fixture::new("nsim");
-    netdevsim_as(&f, 21, "ens1f0", 4);
+    let _device = netdevsim_as(&f, 21, "ens1f0", 4);
     let node = plexus_hw::Node::new(
         plexus_hw::SysfsRoot::new(f.node.root()),
         f.node.netns_path(),
@@ -732,5 +718,4 @@ fn the_whole_attachment_with_the_pf_side_on_a_real_driver() {
         assert!(link(f.sim_netns(), "ens1f0v1").is_some(), "{round}: the netdev is back");
         run(&del, &conf).unwrap();
     }
-    std::fs::write("/sys/bus/netdevsim/del_device", "21").unwrap();
 }

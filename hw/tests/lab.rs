@@ -3,46 +3,18 @@
 //! never passed: this machine's kernel has no netdevsim.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: a failed unwrap fails the test
 
-use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
-
 use plexus_hw::kernel::NetlinkKernel;
 use plexus_hw::netns::Netns;
 use plexus_hw::vf::{NetlinkVfControl, VfChange, VfControl, VfError, VfLinkMode, VfState, VlanProto};
 use plexus_hw::{IfName, VfIndex};
+use plexus_sim::netdevsim::Netdevsim;
 use serde_json::Value;
 
 const VFS: u32 = 4;
 
-fn sh(command: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(command).output().unwrap();
-    assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A netdevsim device with `VFS` VFs; its PF netdev's name.
-fn netdevsim_pf(id: u32) -> IfName {
-    sh("modprobe netdevsim");
-    std::fs::write("/sys/bus/netdevsim/new_device", format!("{id} 1")).unwrap();
-    let dev = format!("/sys/bus/netdevsim/devices/netdevsim{id}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let name = loop {
-        if let Some(name) = std::fs::read_dir(format!("{dev}/net")).ok().and_then(|mut d| d.next()) {
-            break name.unwrap().file_name().into_string().unwrap();
-        }
-        assert!(Instant::now() < deadline, "netdevsim{id} made no netdev");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    std::fs::write(format!("{dev}/sriov_numvfs"), VFS.to_string()).unwrap();
-    name.parse().unwrap()
-}
-
 /// What `ip -d -j link show` says of VF `vf` of `pf` (in namespace `ns`, else here).
 fn ip_vf(ns: Option<&str>, pf: &IfName, vf: u32) -> Value {
-    let netns = ns.map(|n| format!("-n {n} ")).unwrap_or_default();
-    let out = sh(&format!("ip {netns}-d -j link show {pf}"));
-    let links: Value = serde_json::from_str(&out).unwrap();
+    let links = plexus_sim::ip::json(ns, &["-d", "link", "show", pf.as_str()]);
     links[0]["vfinfo_list"].as_array().unwrap().iter().find(|v| v["vf"] == vf).cloned().unwrap()
 }
 
@@ -136,17 +108,16 @@ fn every_change_read_back_and_restored(kernel: &NetlinkKernel, ns: Option<&str>,
 #[test]
 #[ignore = "runs in the kernel lab (hack/lab.sh run): needs netdevsim"]
 fn netlink_vf_control_against_a_netdevsim_pf_here_and_in_another_namespace() {
-    assert!(Path::new("/sys/module").exists());
-    let pf = netdevsim_pf(11);
+    let device = Netdevsim::new(11, VFS).unwrap();
+    let pf = device.netdev.clone();
     // The PF in this (the host) namespace.
     every_change_read_back_and_restored(&NetlinkKernel::new(None, None), None, &pf);
     // The PF in another namespace: the session's host side is that namespace.
     let ns = Netns::create_unique("plexus-lab").unwrap();
     let name = ns.name().unwrap().to_owned();
-    sh(&format!("ip link set {pf} netns {name}"));
+    plexus_sim::ip::run(None, &["link", "set", pf.as_str(), "netns", &name]).unwrap();
     let kernel = NetlinkKernel::new(Some(ns.path().to_owned()), None);
     every_change_read_back_and_restored(&kernel, Some(&name), &pf);
-    sh(&format!("ip -n {name} link set {pf} netns 1"));
+    plexus_sim::ip::run(Some(&name), &["link", "set", pf.as_str(), "netns", "1"]).unwrap();
     ns.delete().unwrap();
-    std::fs::write("/sys/bus/netdevsim/del_device", "11").unwrap();
 }

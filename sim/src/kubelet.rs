@@ -277,7 +277,8 @@ impl PodResourcesStandIn {
     }
 
     fn pod(&self, key: &(String, String)) -> Option<PodResources> {
-        let claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        // Claims before assignments, as everywhere both are held.
+        let claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
         let all = self.assignments.lock().unwrap_or_else(PoisonError::into_inner);
         let containers = all.get(key)?;
         Some(PodResources {

@@ -11,6 +11,7 @@
 //! - [`apiserver`]: the Kubernetes API server over HTTP.
 //! - [`ovs`]: an OVS-DPDK of its own.
 //! - [`kernel`]: an in-memory kernel for the logic's tests.
+//! - [`netdevsim`]: netdevsim PFs, in the kernel lab.
 //! - [`scratch`](scratch()), [`fixture`], [`ip`]: what tests start from and check with.
 
 pub mod apiserver;
@@ -18,6 +19,7 @@ pub mod fixture;
 pub mod ip;
 pub mod kernel;
 pub mod kubelet;
+pub mod netdevsim;
 pub mod node;
 pub mod ovs;
 mod scratch;
