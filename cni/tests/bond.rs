@@ -14,6 +14,26 @@ use plexus_hw::netns::Netns;
 use plexus_hw::{Node, SysfsRoot};
 use serde_json::json;
 
+/// The bond delegate in-process, for container `cid`'s `bond0` in `pod`.
+fn bond(
+    command: Command,
+    cid: &str,
+    pod: &Netns,
+    config: &serde_json::Value,
+    kernel: &dyn Kernel,
+) -> Result<Option<serde_json::Value>, plexus_cni::Error> {
+    let invocation = Invocation {
+        command,
+        container_id: cid.into(),
+        netns: Some(pod.path().to_owned()),
+        ifname: "bond0".parse().unwrap(),
+        args: String::new(),
+        path: vec!["/usr/lib/cni".into()],
+    };
+    let request = Request { invocation: &invocation, config, cluster: None, kernel };
+    call_in_process(&Bond, "bond", &request)
+}
+
 #[test]
 #[cfg_attr(
     not(plexus_kernel_bonding),
@@ -33,23 +53,12 @@ fn a_bond_of_two_links_in_the_pod_is_made_and_released() {
                         "miimon": "100", "linksInContainer": true, "links": [{"name": "net1"}, {"name": "net2"}],
                         "ipam": {"type": "static", "addresses": [{"address": "10.9.0.2/24"}]}});
     let kernel = Node::real(SysfsRoot::default()).session(Some(pod.path()));
-    let call = |command: Command| {
-        let invocation = Invocation {
-            command,
-            container_id: "bond-test".into(),
-            netns: Some(pod.path().to_owned()),
-            ifname: "bond0".parse().unwrap(),
-            args: String::new(),
-            path: vec!["/usr/lib/cni".into()],
-        };
-        let request = Request { invocation: &invocation, config: &config, cluster: None, kernel: &kernel };
-        call_in_process(&Bond, "bond", &request)
-    };
+    let call = |command: Command| bond(command, "bond-test", &pod, &config, &kernel);
     call(Command::Add).unwrap();
     let link = |name: &str| kernel.link(Side::Pod, &name.parse().unwrap()).unwrap();
-    let bond = link("bond0").expect("the bond");
+    let made = link("bond0").expect("the bond");
     for slave in ["net1", "net2"] {
-        assert_eq!(link(slave).unwrap().controller, Some(bond.index), "{slave}");
+        assert_eq!(link(slave).unwrap().controller, Some(made.index), "{slave}");
     }
     call(Command::Del).unwrap();
     assert!(link("bond0").is_none());
@@ -110,26 +119,15 @@ fn every_bond_option_is_what_the_kernel_reads_back_and_host_links_go_home() {
             config[k] = v.clone();
         }
         let kernel = Node::real(SysfsRoot::default()).session(Some(pod.path()));
-        let call = |command: Command| {
-            let invocation = Invocation {
-                command,
-                container_id: format!("bond-opts-{i}"),
-                netns: Some(pod.path().to_owned()),
-                ifname: "bond0".parse().unwrap(),
-                args: String::new(),
-                path: vec!["/usr/lib/cni".into()],
-            };
-            let request =
-                Request { invocation: &invocation, config: &config, cluster: None, kernel: &kernel };
-            call_in_process(&Bond, "bond", &request)
-        };
+        let cid = format!("bond-opts-{i}");
+        let call = |command: Command| bond(command, &cid, &pod, &config, &kernel);
         call(Command::Add).unwrap();
-        let bond = ip_link(&name, "bond0");
-        let data = &bond["linkinfo"]["info_data"];
+        let made = ip_link(&name, "bond0");
+        let data = &made["linkinfo"]["info_data"];
         for (key, value) in want.as_object().unwrap() {
             assert_eq!(&data[key], value, "{key} of {options}: {data}");
         }
-        assert_eq!(bond["mtu"], *mtu, "{bond}");
+        assert_eq!(made["mtu"], *mtu, "{made}");
         for slave in [&a, &b] {
             assert_eq!(ip_link(&name, slave)["master"], "bond0");
         }
@@ -156,8 +154,8 @@ fn every_bond_option_is_what_the_kernel_reads_back_and_host_links_go_home() {
 )]
 fn the_plexus_binary_is_the_bond_plugin_by_its_name() {
     let dir = plexus_sim::scratch("bond-bin").unwrap();
-    let bond = dir.path().join("bond");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_plexus"), &bond).unwrap();
+    let plugin = dir.path().join("bond");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_plexus"), &plugin).unwrap();
     let pod = Netns::create_unique("plexus-bond-bin").unwrap();
     let name = pod.name().unwrap().to_owned();
     veth_pair(Some(&name), "net1", "peer1");
@@ -166,7 +164,7 @@ fn the_plexus_binary_is_the_bond_plugin_by_its_name() {
                         "miimon": "100", "linksInContainer": true, "links": [{"name": "net1"}, {"name": "net2"}]});
     let run = |command: &str| {
         use std::io::Write;
-        let mut child = std::process::Command::new(&bond)
+        let mut child = std::process::Command::new(&plugin)
             .env_clear()
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", "bond-bin")
