@@ -9,5 +9,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash hack/install-deps.sh
-cargo build --quiet --release -p plexus-agent -p plexus-cni
+cargo build --quiet --release -p plexus-agent -p plexus-shim -p plexus-cni
 exec target/release/plexus-agent demo

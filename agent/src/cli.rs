@@ -94,10 +94,11 @@ pub enum Command {
     /// Build or remove a simulated SR-IOV node (a fake sysfs tree, optionally real links).
     #[command(subcommand)]
     Sim(SimCommand),
-    /// Install the plexus CNI binary into the node's CNI bin directory (atomically: a running
-    /// plexus is never overwritten in place).
+    /// Install the plexus CNI binary and plexus-standalone into the node's CNI bin directory
+    /// (atomically: a running plexus is never overwritten in place).
     InstallCni {
-        /// The binary to install (default: `plexus` next to this program).
+        /// The binary to install (default: `plexus` next to this program); plexus-standalone is
+        /// taken from the same directory.
         #[arg(long)]
         from: Option<PathBuf>,
         /// The CNI bin directory.
@@ -144,8 +145,9 @@ fn install_cni(from: Option<PathBuf>, bin_dir: &std::path::Path) -> anyhow::Resu
         Some(from) => from,
         None => std::env::current_exe()?.with_file_name("plexus"),
     };
-    let target = install::install(&from, bin_dir)?;
-    println!("installed {} as {}", from.display(), target.display());
+    for target in install::install(&from, bin_dir)? {
+        println!("installed {}", target.display());
+    }
     Ok(())
 }
 

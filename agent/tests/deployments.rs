@@ -139,7 +139,9 @@ fn the_daemonset_runs_the_agent_with_flags_paths_and_port_the_code_uses() {
     // The image puts the binaries where the manifests run them from.
     let dockerfile = std::fs::read_to_string(deployments().join("Dockerfile")).unwrap();
     let from = &command[command.iter().position(|c| c == "--from").unwrap() + 1];
-    for binary in [command[0].as_str(), from.as_str(), agent["command"][0].as_str().unwrap()] {
+    // install-cni takes plexus-standalone from next to plexus.
+    let standalone = Path::new(from).with_file_name("plexus-standalone").display().to_string();
+    for binary in [command[0].as_str(), from.as_str(), &standalone, agent["command"][0].as_str().unwrap()] {
         assert!(
             dockerfile.lines().any(|l| l.starts_with("COPY") && l.ends_with(binary)),
             "{binary} not in the image"
@@ -230,21 +232,30 @@ fn install_cni_replaces_a_running_binary_atomically() {
     let busy = std::fs::OpenOptions::new().write(true).open(&target).unwrap_err();
     assert_eq!(busy.raw_os_error(), Some(26), "ETXTBSY: {busy}");
 
-    let source = Path::new(env!("CARGO_BIN_EXE_plexus-agent"));
-    let out = Command::new(source)
+    // Two programs to install: any two files will do, named as they are.
+    let from = dir.join("from");
+    std::fs::create_dir_all(&from).unwrap();
+    let source = from.join("plexus");
+    std::fs::copy(env!("CARGO_BIN_EXE_plexus-agent"), &source).unwrap();
+    std::fs::copy("/bin/true", from.join("plexus-standalone")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_plexus-agent"))
         .args(["install-cni", "--from"])
-        .arg(source)
+        .arg(&source)
         .arg("--bin-dir")
         .arg(&dir)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read(&target).unwrap(), std::fs::read(source).unwrap());
+    assert_eq!(std::fs::read(&target).unwrap(), std::fs::read(&source).unwrap());
+    assert_eq!(std::fs::read(dir.join("plexus-standalone")).unwrap(), std::fs::read("/bin/true").unwrap());
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o755);
+    for name in ["plexus", "plexus-standalone"] {
+        assert_eq!(std::fs::metadata(dir.join(name)).unwrap().permissions().mode() & 0o777, 0o755, "{name}");
+    }
     assert!(running.try_wait().unwrap().is_none(), "the running one is untouched");
-    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(names, ["plexus"], "no temporary file left");
+    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["from", "plexus", "plexus-standalone"], "no temporary file left");
     running.kill().unwrap();
     running.wait().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();

@@ -187,7 +187,7 @@ fn the_production_crates_hold_no_simulator_and_need_none() {
         }
     }
     // The binary's one use of the simulator is behind the feature.
-    let binary = std::fs::read_to_string(workspace().join("cni/src/bin/plexus.rs")).unwrap();
+    let binary = std::fs::read_to_string(workspace().join("cni/src/bin/plexus-standalone.rs")).unwrap();
     let uses: Vec<&str> = binary.lines().filter(|l| l.contains("plexus_sim::")).collect();
     assert_eq!(uses.len(), 1, "{uses:?}");
     let before = &binary[..binary.find(uses[0]).unwrap()];

@@ -39,8 +39,20 @@ fn built(package: &str, bin: &str, features: &[&str]) -> PathBuf {
     binary
 }
 
+/// The `plexus` binary as a node gets it (statically linked, as the Dockerfile builds it),
+/// with the `plexus-standalone` next to it that it becomes without the agent.
 fn plexus_binary() -> PathBuf {
-    built("plexus-cni", "plexus", &["simulated-node"])
+    built("plexus-cni", "plexus-standalone", &["simulated-node"]);
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.args(["rustc", "-q", "-p", "plexus-shim", "--bin", "plexus"]);
+    if !cfg!(debug_assertions) {
+        cargo.arg("--release");
+    }
+    // Always run: cargo does nothing when it is fresh, and a `cargo build` since may have
+    // left a dynamically linked one in its place.
+    let status = cargo.args(["--", "-C", "target-feature=+crt-static"]).status();
+    assert!(matches!(status, Ok(s) if s.success()), "building plexus: {status:?}");
+    built("plexus-shim", "plexus", &[])
 }
 
 /// The agent, serving CNI in `host`'s namespace on `socket_dir` (no pools, no Kubernetes):

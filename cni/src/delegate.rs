@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, ExitStatus, Stdio};
+use std::process::{ChildStdin, Command as Process, ExitStatus, Stdio};
 use std::sync::Arc;
 
 use plexus_hw::kernel::Kernel;
@@ -298,15 +298,22 @@ impl Binaries {
         };
         process.envs(env).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = process.spawn().map_err(|e| io("starting", e))?;
-        // Fed from its own thread while this one collects the answer, so a plugin that prints
-        // before it reads (or a config beyond a pipe's buffer) cannot stall the call.
-        let input = child.stdin.take();
-        let (written, output) = std::thread::scope(|scope| {
-            let writer = scope.spawn(|| input.map_or(Ok(()), |mut input| input.write_all(&stdin)));
-            // Waited for whatever happened to its stdin: a child is always reaped.
-            let output = child.wait_with_output();
-            (writer.join().unwrap_or(Ok(())), output)
-        });
+        // A config nearly always fits in the pipe's buffer: written at once, closed, and the
+        // answer collected on this thread. What does not fit is fed from a thread of its own
+        // while this one collects the answer, so a plugin that prints before it reads cannot
+        // stall the call. (The thread cost a twentieth of a millisecond per delegate.)
+        let (written, output) = match child.stdin.take().map(|pipe| write_now(pipe, &stdin)) {
+            None | Some(Ok(None)) => (Ok(()), child.wait_with_output()),
+            Some(Err(e)) => (Err(e), child.wait_with_output()),
+            Some(Ok(Some((mut pipe, done)))) => std::thread::scope(|scope| {
+                let rest = &stdin[done..];
+                // The pipe moves into the writer, which closes it when done: the plugin's EOF.
+                let writer = scope.spawn(move || pipe.write_all(rest));
+                // Waited for whatever happened to its stdin: a child is always reaped.
+                let output = child.wait_with_output();
+                (writer.join().unwrap_or(Ok(())), output)
+            }),
+        };
         let output = output.map_err(|e| io("waiting for", e))?;
         match written {
             // A plugin may exit without reading its config (SR-IOV CNI's test IPAM does): Go's
@@ -335,6 +342,27 @@ impl Binaries {
             .map(Some)
             .map_err(|error| DelegateError::BadResult { plugin: plugin(), error })
     }
+}
+
+/// Writes what of `bytes` the pipe takes without waiting. `None`: all of it, and the pipe is
+/// closed; else the pipe (blocking again) and how much went in.
+fn write_now(mut pipe: ChildStdin, bytes: &[u8]) -> std::io::Result<Option<(ChildStdin, usize)>> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    fcntl(&pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    let mut done = 0;
+    while done < bytes.len() {
+        match pipe.write(&bytes[done..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                fcntl(&pipe, FcntlArg::F_SETFL(OFlag::empty()))?;
+                return Ok(Some((pipe, done)));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
 }
 
 /// Finds and runs the delegates of one call.
@@ -545,10 +573,13 @@ mod tests {
         // write fail with EPIPE every time, not only when the plugin wins the race.
         let (_dir, binaries) =
             script("no-stdin", "exec 0<&-\necho '{\"cniVersion\": \"1.0.0\", \"ips\": []}'");
-        let config = json!({"cniVersion": "1.0.0", "type": "no-stdin", "pad": "x".repeat(256 * 1024)});
-        assert_eq!(binaries.exec("no-stdin", Command::Del, vec![], &config).unwrap(), None);
-        let result = binaries.exec("no-stdin", Command::Add, vec![], &config).unwrap().unwrap();
-        assert_eq!(result["cniVersion"], "1.0.0");
+        // A small config goes into the pipe's buffer at once, whenever the plugin closes it.
+        for pad in [16, 256 * 1024] {
+            let config = json!({"cniVersion": "1.0.0", "type": "no-stdin", "pad": "x".repeat(pad)});
+            assert_eq!(binaries.exec("no-stdin", Command::Del, vec![], &config).unwrap(), None);
+            let result = binaries.exec("no-stdin", Command::Add, vec![], &config).unwrap().unwrap();
+            assert_eq!(result["cniVersion"], "1.0.0");
+        }
     }
 
     #[test]

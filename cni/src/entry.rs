@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use plexus_hw::Node;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::delegate::{InProcessPlugin, Registry, Request, call_in_process};
@@ -16,25 +15,11 @@ use crate::multus::cluster::{Cluster, ClusterError};
 use crate::multus::config::MetaConfig;
 use crate::multus::devices::Devices;
 use crate::multus::meta::{self, MetaPlugin};
-use crate::spec::{Call, ConfigError, ErrorReply};
+use crate::spec::{Call, ConfigError};
 
-/// What a call prints on stdout, and its exit code: what the binary ends with, and what the
-/// agent sends back over its socket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    /// stdout.
-    pub stdout: String,
-    /// The exit code: 0, or 1 with the error JSON on stdout.
-    pub code: i32,
-}
-
-impl Outcome {
-    /// A failure as the spec prints it (exit code 1), in the cniVersion of the caller's config
-    /// `stdin` (the newest when it says none).
-    pub fn error(reply: &ErrorReply, stdin: &[u8]) -> Self {
-        Self { stdout: reply.to_json(&error_version(stdin)), code: 1 }
-    }
-}
+/// What a call prints on stdout, and its exit code (defined with the wire format to the
+/// agent, in `plexus-shim`).
+pub use plexus_shim::{Outcome, error_version};
 
 /// Makes the Kubernetes access for a config: `None` for static delegates only.
 pub type ClusterFactory<'a> = &'a dyn Fn(&MetaConfig) -> Result<Option<Box<dyn Cluster>>, ClusterError>;
@@ -113,14 +98,6 @@ pub fn run_plugin(
         call_in_process(plugin, plugin_type, &request)
     };
     outcome(call(), stdin)
-}
-
-/// The cniVersion to answer an error with: the config's if it says one, else the newest.
-pub fn error_version(stdin: &[u8]) -> String {
-    serde_json::from_slice::<Value>(stdin)
-        .ok()
-        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_else(|| crate::spec::CniVersion::LATEST.as_str().to_owned())
 }
 
 /// Runs one call.

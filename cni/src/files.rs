@@ -32,9 +32,12 @@ const TEMP_SUFFIX: &str = ".tmp";
 /// the same directory (a rename does not cross file systems).
 fn temp_path(path: &Path) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    // getpid is a system call each time (glibc caches it no more), for a value that never
+    // changes in this process.
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    path.with_file_name(format!(".{name}.{}.{n}{TEMP_SUFFIX}", std::process::id()))
+    path.with_file_name(format!(".{name}.{}.{n}{TEMP_SUFFIX}", PID.get_or_init(std::process::id)))
 }
 
 /// The pid in a temporary name [`temp_path`] made; `None` for any other name.
@@ -207,12 +210,17 @@ pub fn lock(path: &Path) -> io::Result<Locked> {
 /// ([`Locked::remove`]); `wait: false` returns `Ok(None)` at once when another holds it.
 /// A lock taken on a file that was removed meanwhile guards nothing, so it is taken again.
 pub fn lock_entry(path: &Path, wait: bool) -> io::Result<Option<Locked>> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     let arg = if wait { FlockArg::LockExclusive } else { FlockArg::LockExclusiveNonblock };
+    let open = || OpenOptions::new().create(true).truncate(false).write(true).open(path);
     loop {
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+        // The directory is made the first time only.
+        let file = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && path.parent().is_some() => {
+                std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+                open()?
+            }
+            opened => opened?,
+        };
         let lock = match Flock::lock(file, arg) {
             Ok(lock) => lock,
             Err((_, nix::errno::Errno::EWOULDBLOCK)) if !wait => return Ok(None),

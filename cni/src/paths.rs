@@ -9,10 +9,9 @@ pub const CNI_DIR: &str = "/var/lib/cni/multus";
 pub const BIN_DIR: &str = "/opt/cni/bin";
 /// Multus's `multusNamespace`.
 pub const MULTUS_NAMESPACE: &str = "kube-system";
-/// The agent's socket directory (`daemonSocketDir`), where the `plexus` binary forwards calls.
-pub const SOCKET_DIR: &str = "/run/plexus";
-/// The agent's socket, in its socket directory.
-pub const SOCKET_NAME: &str = "plexus.sock";
+/// The agent's socket directory (`daemonSocketDir`), where the `plexus` binary forwards calls,
+/// and the socket's name in it.
+pub use plexus_shim::{SOCKET_DIR, SOCKET_NAME};
 /// Device-info files (the device-info spec): `dp/` by the device plugin, `cni/` by CNI.
 pub const DEVINFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
 /// The kubelet's directory.

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 /// Runs the binary in `node`'s host namespace; returns (exit code, stdout as JSON or Null).
 fn plexus(node: Option<&Node>, env: &HashMap<String, String>, stdin: &[u8]) -> (i32, Value) {
-    let binary = env!("CARGO_BIN_EXE_plexus");
+    let binary = env!("CARGO_BIN_EXE_plexus-standalone");
     let mut command = match node {
         Some(node) => {
             let mut c = Command::new("nsenter");

@@ -155,7 +155,7 @@ fn every_bond_option_is_what_the_kernel_reads_back_and_host_links_go_home() {
 fn the_plexus_binary_is_the_bond_plugin_by_its_name() {
     let dir = plexus_sim::scratch("bond-bin").unwrap();
     let plugin = dir.path().join("bond");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_plexus"), &plugin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_plexus-standalone"), &plugin).unwrap();
     let pod = Netns::create_unique("plexus-bond-bin").unwrap();
     let name = pod.name().unwrap().to_owned();
     veth_pair(Some(&name), "net1", "peer1");

@@ -366,7 +366,7 @@ fn the_plexus_binary_runs_sriov_in_process_and_as_a_standalone_plugin() {
     let mut f = Fixture::new("bin");
     let pod = f.pod();
     let netns = pod.path().display().to_string();
-    let plexus = PathBuf::from(env!("CARGO_BIN_EXE_plexus"));
+    let plexus = PathBuf::from(env!("CARGO_BIN_EXE_plexus-standalone"));
     let conf_dir = f.node.dir().join("net.d");
     std::fs::create_dir_all(&conf_dir).unwrap();
     let sriov_conf = f.conf(

@@ -83,15 +83,19 @@ impl Drop for Demo {
     }
 }
 
-/// The `plexus` binary installed next to this one.
+/// The `plexus` binary installed next to this one (and the `plexus-standalone` it becomes
+/// without the agent).
 fn plexus_binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe().context("finding plexus-agent's own path")?;
     let plexus = me.with_file_name("plexus");
-    if !plexus.is_file() {
-        bail!(
-            "{} not found: build it with `cargo build -p plexus-cni` (the demo runs it as the runtime would)",
-            plexus.display()
-        );
+    for binary in [&plexus, &plexus.with_file_name(plexus_cni::forward::STANDALONE)] {
+        if !binary.is_file() {
+            bail!(
+                "{} not found: build it with `cargo build -p plexus-shim -p plexus-cni` (the demo runs it as \
+                 the runtime would)",
+                binary.display()
+            );
+        }
     }
     Ok(plexus)
 }

@@ -112,12 +112,19 @@ pub fn save(cni_dir: &Path, entry: &CacheEntry, durability: Durability) -> Resul
     if entry.container_id.contains('/') || entry.container_id.starts_with('.') {
         return Err(CacheError::InvalidContainerId(entry.container_id.clone()));
     }
-    std::fs::create_dir_all(cni_dir).map_err(io("creating", cni_dir))?;
     let target = path(cni_dir, &entry.container_id);
     // A cache entry is plain JSON values: it always encodes.
     let bytes = serde_json::to_vec(entry).unwrap_or_default();
-    crate::files::write_atomic(&target, &bytes, durability == Durability::Synced)
-        .map_err(io("writing", &target))
+    let write = || crate::files::write_atomic(&target, &bytes, durability == Durability::Synced);
+    // The directory is made the first time only (the lock, taken first, usually made it).
+    match write() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(cni_dir).map_err(io("creating", cni_dir))?;
+            write()
+        }
+        written => written,
+    }
+    .map_err(io("writing", &target))
 }
 
 /// The entry of a container, `None` when there is none. An unreadable entry is an error: DEL

@@ -1,8 +1,6 @@
 //! The spec's error codes and its JSON error, written once, at the edge (`entry`), from the
 //! typed errors inside (`crate::error`); and read back from a plugin binary's stdout.
 
-use serde::{Deserialize, Serialize};
-
 /// The spec's well-known error codes (1-99 are reserved for it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -36,38 +34,9 @@ impl From<ErrorCode> for u32 {
     }
 }
 
-/// The spec's error object, as a plugin prints it on stdout when it fails.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorReply {
-    /// The code.
-    pub code: u32,
-    /// A short message.
-    pub msg: String,
-    /// Longer details.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub details: String,
-}
-
-impl std::fmt::Display for ErrorReply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.msg)?;
-        if !self.details.is_empty() {
-            write!(f, ": {}", self.details)?;
-        }
-        Ok(())
-    }
-}
-
-impl ErrorReply {
-    /// The JSON for a caller of `cni_version`.
-    pub fn to_json(&self, cni_version: &str) -> String {
-        let mut value = serde_json::json!({ "cniVersion": cni_version, "code": self.code, "msg": self.msg });
-        if !self.details.is_empty() {
-            value["details"] = serde_json::Value::String(self.details.clone());
-        }
-        value.to_string()
-    }
-}
+/// The spec's error object, as a plugin prints it on stdout when it fails (defined with the
+/// wire format to the agent, in `plexus-shim`, which answers some errors itself).
+pub use plexus_shim::ErrorReply;
 
 #[cfg(test)]
 mod tests {

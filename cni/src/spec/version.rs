@@ -86,3 +86,13 @@ impl fmt::Display for CniVersion {
         f.write_str(self.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::CniVersion;
+
+    #[test]
+    fn the_shim_answers_errors_in_the_newest_version_too() {
+        assert_eq!(plexus_shim::NEWEST_CNI_VERSION, CniVersion::LATEST.as_str());
+    }
+}

@@ -1,7 +1,9 @@
-//! `plexus`: the CNI meta-plugin the container runtime calls (config `"type": "plexus"`).
-//! On a node with the agent, it forwards the call to the agent's socket and prints the answer;
-//! without one, it does the work itself. Installed (or linked) under the name of a built-in
-//! delegate, such as `sriov`, it is that delegate alone, for plain Multus.
+//! `plexus-standalone`: the CNI meta-plugin and the built-in delegates doing a call in this
+//! process, on a node without the agent (thin mode) or for a DEL while the agent is down. The
+//! runtime calls the `plexus` binary (plexus-shim), which forwards to the agent when there is
+//! one and otherwise becomes this program, with the same stdin and environment. Named after a
+//! built-in delegate (`sriov`, `userspace`, `bond`: argv[0], as `plexus` passes it on, or a
+//! link), it is that delegate alone, for plain Multus.
 //!
 //! The node it works on is chosen here, once: the real one at `/sys`, or, when
 //! `PLEXUS_SYSFS_ROOT` is set, the simulated node there (only in a build with the
@@ -12,7 +14,7 @@ use std::process::ExitCode;
 
 use plexus_cni::entry::{self, Context, Outcome};
 use plexus_cni::error::Error;
-use plexus_cni::forward::{self, Forwarded};
+use plexus_cni::forward::MAX_MESSAGE;
 use plexus_cni::multus::cluster::{Cluster, ClusterError};
 use plexus_cni::multus::config::MetaConfig;
 use plexus_cni::multus::kube::KubeCluster;
@@ -66,6 +68,9 @@ fn locally(stdin: &[u8]) -> Outcome {
 
 /// A built-in delegate by itself (the binary called as `sriov`, `userspace` or `bond`).
 fn alone(name: &str, stdin: &[u8]) -> Option<Outcome> {
+    if !matches!(name, "sriov" | "userspace" | "bond") {
+        return None;
+    }
     let node = match node() {
         Ok(node) => node,
         Err(e) => return Some(entry::outcome(Err(e), stdin)),
@@ -74,62 +79,31 @@ fn alone(name: &str, stdin: &[u8]) -> Option<Outcome> {
     Some(entry::run_plugin(|name| std::env::var(name).ok(), stdin, &*plugin, name, &node))
 }
 
-/// Forwards the call to the agent, or does it here.
-fn forwarded(stdin: &[u8]) -> Outcome {
-    let command = std::env::var("CNI_COMMAND").unwrap_or_default();
-    let request = forward::Request {
-        env: forward::cni_env(std::env::vars()),
-        stdin: String::from_utf8_lossy(stdin).into_owned(),
-    };
-    match forward::forward(&forward::socket_dir(stdin), &request) {
-        Forwarded::Answered(outcome) => outcome,
-        Forwarded::NoAgent => locally(stdin),
-        // Without the agent an ADD would miss what only the agent knows (the pod's devices,
-        // its watch cache): fail now rather than after a timeout. Everything else can be done
-        // here; DEL must be, or the pod never terminates.
-        Forwarded::AgentDown { socket, error } if command == "ADD" => {
-            let reply = ErrorReply {
-                code: ErrorCode::TryAgainLater.into(),
-                msg: format!(
-                    "the plexus agent is not running (its socket {} does not answer)",
-                    socket.display()
-                ),
-                details: error.to_string(),
-            };
-            Outcome::error(&reply, stdin)
-        }
-        Forwarded::AgentDown { .. } => locally(stdin),
-        Forwarded::TooLarge { size } => too_large(format!("the call ({size} bytes)"), stdin),
-    }
-}
-
-/// The answer to a call larger than [`forward::MAX_MESSAGE`]; `what` says what is too large.
-fn too_large(what: String, stdin: &[u8]) -> Outcome {
+/// The answer to a config larger than [`MAX_MESSAGE`].
+fn too_large() -> Outcome {
     let reply = ErrorReply {
         code: ErrorCode::InvalidNetworkConfig.into(),
-        msg: format!("{what} is larger than the {} bytes Plexus takes", forward::MAX_MESSAGE),
+        msg: format!(
+            "the network configuration on stdin is larger than the {MAX_MESSAGE} bytes Plexus takes"
+        ),
         details: String::new(),
     };
-    Outcome::error(&reply, stdin)
+    Outcome::error(&reply, &[])
 }
 
 fn main() -> ExitCode {
     let mut stdin = Vec::new();
     // A failed read leaves stdin empty, which the call reports as an unparsable config. A
     // config is a few kB: more than the limit is refused, and not read to its end.
-    let _ = std::io::stdin().take(forward::MAX_MESSAGE + 1).read_to_end(&mut stdin);
+    let _ = std::io::stdin().take(MAX_MESSAGE + 1).read_to_end(&mut stdin);
     let called_as = std::env::args_os()
         .next()
         .and_then(|arg0| std::path::Path::new(&arg0).file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default();
-    let outcome = if stdin.len() as u64 > forward::MAX_MESSAGE {
-        too_large("the network configuration on stdin".into(), &[])
+    let outcome = if stdin.len() as u64 > MAX_MESSAGE {
+        too_large()
     } else {
-        match called_as.as_str() {
-            "sriov" | "userspace" | "bond" => alone(&called_as, &stdin),
-            _ => None,
-        }
-        .unwrap_or_else(|| forwarded(&stdin))
+        alone(&called_as, &stdin).unwrap_or_else(|| locally(&stdin))
     };
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(outcome.stdout.as_bytes());

@@ -1,0 +1,262 @@
+//! The `plexus` binary's way to the agent, and what it needs to answer by itself: one CNI call
+//! (its CNI_* environment and stdin) sent over the agent's unix socket, one answer (the
+//! [`Outcome`]: stdout and exit code) back, both JSON, one connection per call. The agent runs
+//! the call with the same `entry` `plexus-standalone` would, so the answer is already in the
+//! caller's cniVersion.
+//!
+//! This crate is small on purpose: the runtime starts `plexus` for every call, and a program
+//! that links only std, serde_json and a little of nix starts in a fraction of the time the
+//! whole meta-plugin (kube-rs, tokio, netlink) takes. `plexus-cni` re-exports it; the agent
+//! decodes with it.
+//!
+//! Whether there is an agent is decided by its socket: no socket file in the socket directory
+//! (`daemonSocketDir`) means a node without the agent, and `plexus-standalone` does the work; a
+//! socket that refuses connections means the agent is down (the agent leaves its socket in
+//! place when it stops, so this is told apart from "no agent"): ADD then fails at once, and DEL
+//! falls back to `plexus-standalone` and the on-disk cache, so a pod is never stuck
+//! terminating.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The agent's socket directory (`daemonSocketDir`) unless the config names another.
+pub const SOCKET_DIR: &str = "/run/plexus";
+/// The agent's socket, in its socket directory.
+pub const SOCKET_NAME: &str = "plexus.sock";
+/// The program that does a call in its own process (no agent), next to `plexus`.
+pub const STANDALONE: &str = "plexus-standalone";
+/// The newest CNI version, for an error answered to a config that names none.
+pub const NEWEST_CNI_VERSION: &str = "1.1.0";
+
+/// The largest request or answer read (a config is a few kB; this bounds a broken peer).
+pub const MAX_MESSAGE: u64 = 4 << 20;
+
+/// The spec's error codes the shim answers with by itself.
+pub mod codes {
+    /// 7: invalid network config.
+    pub const INVALID_NETWORK_CONFIG: u32 = 7;
+    /// 11: try again later.
+    pub const TRY_AGAIN_LATER: u32 = 11;
+    /// 100: a failure of the plugin itself.
+    pub const PLUGIN: u32 = 100;
+}
+
+/// A forwarded call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The CNI_* variables.
+    pub env: BTreeMap<String, String>,
+    /// stdin (a JSON config, so UTF-8).
+    pub stdin: String,
+}
+
+/// A request for the agent's slowest recent calls (`plexus-agent trace`), instead of a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceRequest {
+    /// At most this many calls.
+    pub trace: usize,
+}
+
+/// What a client sent on the agent's socket.
+#[derive(Debug)]
+pub enum Frame {
+    /// A CNI call.
+    Call(Request),
+    /// A trace request.
+    Trace(TraceRequest),
+    /// More than [`MAX_MESSAGE`] bytes (the reader stops one byte past it).
+    TooLarge,
+    /// Neither.
+    Unreadable(serde_json::Error),
+}
+
+/// Decodes what a client sent (at most [`MAX_MESSAGE`]` + 1` bytes of it).
+pub fn decode_frame(body: &[u8]) -> Frame {
+    if body.len() as u64 > MAX_MESSAGE {
+        return Frame::TooLarge;
+    }
+    if let Ok(trace) = serde_json::from_slice::<TraceRequest>(body) {
+        return Frame::Trace(trace);
+    }
+    match serde_json::from_slice::<Request>(body) {
+        Ok(request) => Frame::Call(request),
+        Err(error) => Frame::Unreadable(error),
+    }
+}
+
+/// What a call prints on stdout, and its exit code: what the binary ends with, and what the
+/// agent sends back over its socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// stdout.
+    pub stdout: String,
+    /// The exit code: 0, or 1 with the error JSON on stdout.
+    pub code: i32,
+}
+
+impl Outcome {
+    /// A failure as the spec prints it (exit code 1), in the cniVersion of the caller's config
+    /// `stdin` (the newest when it says none).
+    pub fn error(reply: &ErrorReply, stdin: &[u8]) -> Self {
+        Self { stdout: reply.to_json(&error_version(stdin)), code: 1 }
+    }
+}
+
+/// The spec's error object, as a plugin prints it on stdout when it fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// The code.
+    pub code: u32,
+    /// A short message.
+    pub msg: String,
+    /// Longer details.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub details: String,
+}
+
+impl std::fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)?;
+        if !self.details.is_empty() {
+            write!(f, ": {}", self.details)?;
+        }
+        Ok(())
+    }
+}
+
+impl ErrorReply {
+    /// The JSON for a caller of `cni_version`.
+    pub fn to_json(&self, cni_version: &str) -> String {
+        let mut value = serde_json::json!({ "cniVersion": cni_version, "code": self.code, "msg": self.msg });
+        if !self.details.is_empty() {
+            value["details"] = Value::String(self.details.clone());
+        }
+        value.to_string()
+    }
+}
+
+/// The cniVersion to answer an error with: the config's if it says one, else the newest.
+pub fn error_version(stdin: &[u8]) -> String {
+    serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| NEWEST_CNI_VERSION.to_owned())
+}
+
+/// What came of forwarding.
+#[derive(Debug)]
+pub enum Forwarded {
+    /// The agent answered.
+    Answered(Outcome),
+    /// No agent on this node: no socket.
+    NoAgent,
+    /// The request is larger than the agent takes ([`MAX_MESSAGE`]); not sent.
+    TooLarge {
+        /// Its size in bytes.
+        size: usize,
+    },
+    /// There is a socket, but the agent did not answer.
+    AgentDown {
+        /// The socket.
+        socket: PathBuf,
+        /// Why.
+        error: io::Error,
+    },
+}
+
+/// The socket directory a config names (`daemonSocketDir`, any case), else the default.
+pub fn socket_dir(stdin: &[u8]) -> PathBuf {
+    let config: Option<Value> = serde_json::from_slice(stdin).ok();
+    let named = config.as_ref().and_then(Value::as_object).and_then(|map| {
+        map.iter().find(|(k, _)| k.eq_ignore_ascii_case("daemonSocketDir")).and_then(|(_, v)| v.as_str())
+    });
+    PathBuf::from(named.unwrap_or(SOCKET_DIR))
+}
+
+/// The CNI_* variables of an environment.
+pub fn cni_env(vars: impl Iterator<Item = (String, String)>) -> BTreeMap<String, String> {
+    vars.filter(|(k, _)| k.starts_with("CNI_")).collect()
+}
+
+/// Sends `request` to the agent whose socket is in `dir`.
+pub fn forward(dir: &Path, request: &Request) -> Forwarded {
+    let socket = dir.join(SOCKET_NAME);
+    let down = |error| Forwarded::AgentDown { socket: socket.clone(), error };
+    // Connecting tells the three cases apart in one call: no file is no agent; a file nobody
+    // listens on is an agent down.
+    let mut stream = match UnixStream::connect(&socket) {
+        Ok(stream) => stream,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Forwarded::NoAgent,
+        Err(error) => return down(error),
+    };
+    let body = match serde_json::to_vec(request) {
+        Ok(body) if body.len() as u64 > MAX_MESSAGE => return Forwarded::TooLarge { size: body.len() },
+        Ok(body) => body,
+        Err(error) => return down(io::Error::other(error)),
+    };
+    // The agent answers with the outcome the binary prints and exits with.
+    let mut exchange = || -> io::Result<Outcome> {
+        stream.write_all(&body)?;
+        stream.shutdown(std::net::Shutdown::Write)?;
+        // An answer is a few kB: read in one go, not in growing steps.
+        let mut answer = Vec::with_capacity(16 << 10);
+        (&mut stream).take(MAX_MESSAGE).read_to_end(&mut answer)?;
+        serde_json::from_slice(&answer).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    };
+    match exchange() {
+        Ok(outcome) => Forwarded::Answered(outcome),
+        Err(error) => down(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_socket_directory_comes_from_the_config() {
+        assert_eq!(socket_dir(br#"{"DaemonSocketDir": "/tmp/x"}"#), PathBuf::from("/tmp/x"));
+        assert_eq!(socket_dir(b"{}"), PathBuf::from(SOCKET_DIR));
+        assert_eq!(socket_dir(b"not json"), PathBuf::from(SOCKET_DIR));
+    }
+
+    #[test]
+    fn no_socket_is_no_agent_and_a_dead_socket_is_an_agent_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let request = Request { env: BTreeMap::new(), stdin: "{}".into() };
+        assert!(matches!(forward(dir.path(), &request), Forwarded::NoAgent));
+        // Too large for the agent: said so, not sent.
+        let listener = std::os::unix::net::UnixListener::bind(dir.path().join(SOCKET_NAME)).unwrap();
+        let huge = Request { env: BTreeMap::new(), stdin: "x".repeat(MAX_MESSAGE as usize) };
+        assert!(
+            matches!(forward(dir.path(), &huge), Forwarded::TooLarge { size } if size > MAX_MESSAGE as usize)
+        );
+        drop(listener);
+        std::fs::remove_file(dir.path().join(SOCKET_NAME)).unwrap();
+        // A socket nobody listens on any more: bound, then its listener dropped.
+        drop(std::os::unix::net::UnixListener::bind(dir.path().join(SOCKET_NAME)).unwrap());
+        match forward(dir.path(), &request) {
+            Forwarded::AgentDown { error, .. } => assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_error_answers_in_the_callers_version() {
+        let reply = ErrorReply { code: 4, msg: "CNI_COMMAND is not set".into(), details: "env".into() };
+        let json: Value =
+            serde_json::from_str(&Outcome::error(&reply, br#"{"cniVersion": "0.4.0"}"#).stdout).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"cniVersion": "0.4.0", "code": 4, "msg": "CNI_COMMAND is not set", "details": "env"})
+        );
+        let json: Value = serde_json::from_str(&Outcome::error(&reply, b"").stdout).unwrap();
+        assert_eq!(json["cniVersion"], NEWEST_CNI_VERSION);
+    }
+}
