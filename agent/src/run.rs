@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use plexus_device_plugin::config::PoolConfig;
 use plexus_device_plugin::plugin::{self, PluginOptions};
+use plexus_hw::events::EventSource;
 use plexus_hw::{Node, SysfsRoot};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -30,9 +31,13 @@ pub struct RunArgs {
     /// Where device-info files are written (<dir>/dp/).
     #[arg(long, default_value = plexus_device_plugin::allocate::DEFAULT_DEVINFO_DIR)]
     pub devinfo_dir: PathBuf,
-    /// How often the node and the kubelet are checked, in milliseconds.
+    /// How often the kubelet's sockets are checked, in milliseconds.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=10_000))]
     pub poll_interval_ms: u64,
+    /// How often the node's devices are polled, in milliseconds: a safety net, since the
+    /// kernel's link and PCI events make the device plugin look again at once.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub device_poll_interval_ms: u64,
     /// The directory of the CNI socket the `plexus` binary forwards calls to (the meta-plugin
     /// config's `daemonSocketDir`; default /run/plexus, or the --config file's socketDir).
     #[arg(long)]
@@ -260,6 +265,12 @@ pub fn run(args: &RunArgs, config: PoolConfig) -> anyhow::Result<()> {
     options.devinfo_dir = args.devinfo_dir.clone();
     options.route_file = args.pools.route_file.clone();
     options.poll_interval = Duration::from_millis(args.poll_interval_ms);
+    options.device_poll_interval = Duration::from_millis(args.device_poll_interval_ms);
+    // A simulated node sends the kernel's events about itself to a socket in its root.
+    options.events = Some(match args.simulated_node {
+        true => EventSource::Socket(args.pools.sysfs_root.join(plexus_sim::EVENTS_SOCKET)),
+        false => EventSource::Kernel,
+    });
     let userspace = plexus_cni::userspace::Userspace {
         ovsdb_socket: args.ovsdb_socket.clone(),
         ovs_run_dir: args.ovs_run_dir.clone(),

@@ -97,13 +97,16 @@ fn table_lists_pfs_and_indented_vfs() {
 fn problems_go_to_stderr_and_stdout_stays_clean() {
     let node = ScratchNode::tree("cli-problem", &SimSpec::default()).unwrap();
     let vf = node.pfs()[0].vfs[0].address;
-    fs::write(node.device_dir(vf).join("class"), "network\n").unwrap();
+    // Discovery reads the class from the device's uevent, as the kernel writes it.
+    let uevent = node.device_dir(vf).join("uevent");
+    let text = fs::read_to_string(&uevent).unwrap().replace("PCI_CLASS=20000", "PCI_CLASS=network");
+    fs::write(&uevent, text).unwrap();
     let out = discover(node.root(), "json");
     assert!(out.status.success());
     let value: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(value["physical_functions"][0]["vfs"].as_array().unwrap().len(), 7);
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains(&format!("device {vf} skipped")) && stderr.contains("class"), "{stderr}");
+    assert!(stderr.contains(&format!("device {vf} skipped")) && stderr.contains("PCI_CLASS"), "{stderr}");
 }
 
 #[test]

@@ -11,11 +11,12 @@ use plexus_device_plugin::plugin::{self, PluginOptions};
 use plexus_device_plugin::pools;
 use plexus_device_plugin::proto::deviceplugin::device_plugin_client::DevicePluginClient;
 use plexus_device_plugin::proto::deviceplugin::{
-    AllocateRequest, ContainerAllocateRequest, ContainerPreferredAllocationRequest,
+    AllocateRequest, ContainerAllocateRequest, ContainerPreferredAllocationRequest, Empty,
     PreferredAllocationRequest,
 };
 use plexus_device_plugin::transport::Channel;
-use plexus_hw::{SysfsRoot, discover};
+use plexus_hw::events::EventSource;
+use plexus_hw::{OperState, SysfsRoot, discover};
 use plexus_sim::kubelet::KubeletStandIn;
 use plexus_sim::{ScratchNode, SimSpec};
 
@@ -84,6 +85,10 @@ fn served() -> Served {
     options.kubelet_dir = node.dir().join("kubelet");
     options.devinfo_dir = node.dir().join("devinfo");
     options.route_file = node.dir().join("none");
+    // The simulated node's events, as the agent listens to them; the safety-net poll never
+    // comes within the bench.
+    options.events = Some(EventSource::Socket(node.root().join(plexus_sim::EVENTS_SOCKET)));
+    options.device_poll_interval = Duration::from_secs(600);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (kubelet, client) = runtime.block_on(async {
         let Ok(kubelet) = KubeletStandIn::start(&options.kubelet_dir).await else {
@@ -129,6 +134,53 @@ fn grpc_round_trips(c: &mut Criterion) {
             assert!(result.is_ok(), "{result:?}");
         })
     });
+    group.finish();
+}
+
+/// From a PF's link going down (or up) to the ListAndWatch message that marks its VFs unhealthy
+/// (or healthy again): the kernel's event, a discovery of the 256-VF node, the pool's update.
+fn device_change_to_list_and_watch(c: &mut Criterion) {
+    let mut served = served();
+    let Ok(stream) = served.runtime.block_on(served.client.list_and_watch(Empty {})) else {
+        panic!("ListAndWatch")
+    };
+    let mut stream = stream.into_inner();
+    let mut next = |want_unhealthy: bool| loop {
+        let message = served
+            .runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), stream.message()).await });
+        let Ok(Ok(Some(message))) = message else { panic!("no ListAndWatch update: {message:?}") };
+        if message.devices.iter().any(|d| d.health == "Unhealthy") == want_unhealthy {
+            return;
+        }
+    };
+    next(false);
+    // PF 1's link: down or not, and the time a change took to reach ListAndWatch.
+    let down = std::cell::Cell::new(false);
+    let mut change = |to_down: bool| {
+        let start = std::time::Instant::now();
+        let state = if to_down { OperState::Down } else { OperState::Up };
+        assert!(served._node.set_pf_operstate(1, state).is_ok());
+        next(to_down);
+        down.set(to_down);
+        start.elapsed()
+    };
+    let mut group = c.benchmark_group("device change to ListAndWatch, 256-VF pool");
+    for (name, to_down) in [("PF link down", true), ("PF link up again", false)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iterations| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iterations {
+                    if down.get() == to_down {
+                        // Back first, untimed.
+                        change(!to_down);
+                    }
+                    total += change(to_down);
+                }
+                total
+            })
+        });
+    }
     group.finish();
 }
 
@@ -178,5 +230,11 @@ fn start_to_registered(c: &mut Criterion) {
     runtime.block_on(kubelet.stop());
 }
 
-criterion_group!(benches, preferred_allocation, grpc_round_trips, start_to_registered);
+criterion_group!(
+    benches,
+    preferred_allocation,
+    grpc_round_trips,
+    device_change_to_list_and_watch,
+    start_to_registered
+);
 criterion_main!(benches);

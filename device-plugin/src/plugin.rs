@@ -1,16 +1,19 @@
 //! The device plugin at run time: one socket and `DevicePlugin` service per pool, registered
 //! with the kubelet, and kept true while the node changes.
 //!
-//! Every tick (200 ms by default) the runner
-//! - reads a cheap fingerprint of the node (devices present, each PF's `sriov_numvfs` and link
-//!   state) and, when it changed (or every few seconds anyway), discovers again and sends each
-//!   pool's new devices and health to its ListAndWatch streams;
-//! - checks that each pool's socket is still there and that the kubelet's socket is the one it
-//!   registered with: a restarting kubelet deletes every socket in `device-plugins/` and makes
-//!   a new `kubelet.sock`, so the runner serves again and registers again.
+//! The runner
+//! - listens to the kernel ([`plexus_hw::events`]): a PCI device added, removed, bound or
+//!   unbound, or a link of one of the node's functions changing, makes it discover again and
+//!   send each pool's new devices and health to its ListAndWatch streams at once;
+//! - as a safety net, every few seconds (`device_poll_interval`) reads a cheap fingerprint of
+//!   the node (devices present, each PF's `sriov_numvfs` and link state) and discovers again
+//!   when it changed, or every few seconds anyway (`FULL_DISCOVERY_EVERY`);
+//! - every tick (200 ms by default) checks that each pool's socket is still there and that the
+//!   kubelet's socket is the one it registered with: a restarting kubelet deletes every socket
+//!   in `device-plugins/` and makes a new `kubelet.sock`, so the runner serves again and
+//!   registers again, well inside the kubelet's patience.
 //!
-//! Both happen within a tick or two, well inside the kubelet's patience. On shutdown it stops
-//! serving and removes its sockets and device-info files.
+//! On shutdown it stops serving and removes its sockets and device-info files.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -20,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plexus_hw::discover::{Discovery, Fingerprint};
+use plexus_hw::events::{Event, EventSource, Listener};
 use plexus_hw::{SysfsError, SysfsRoot, discover};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -51,8 +55,13 @@ pub struct PluginOptions {
     pub devinfo_dir: PathBuf,
     /// The IPv4 routing table, to skip a device that carries the default route.
     pub route_file: PathBuf,
-    /// How often the node and the kubelet are checked.
+    /// How often the kubelet (and, without kernel events, the node) is checked.
     pub poll_interval: Duration,
+    /// Where the kernel's device events come from; `None` to poll the node every
+    /// `poll_interval` instead.
+    pub events: Option<EventSource>,
+    /// With events, how often the node is polled anyway (the safety net).
+    pub device_poll_interval: Duration,
 }
 
 impl PluginOptions {
@@ -64,6 +73,8 @@ impl PluginOptions {
             devinfo_dir: PathBuf::from(allocate::DEFAULT_DEVINFO_DIR),
             route_file: PathBuf::from("/proc/net/route"),
             poll_interval: Duration::from_millis(200),
+            events: Some(EventSource::Kernel),
+            device_poll_interval: Duration::from_secs(2),
         }
     }
 
@@ -156,13 +167,26 @@ pub async fn run(
     let devinfo_dir = Arc::new(options.devinfo_dir.clone());
     let mut ticker = tokio::time::interval(options.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (listener, mut events) = listen(&options);
+    let device_poll = if listener.is_some() { options.device_poll_interval } else { options.poll_interval };
+    let mut device_ticker = tokio::time::interval(device_poll);
+    device_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let refresh = tokio::select! {
             () = &mut shutdown => break,
-            _ = ticker.tick() => {}
-        }
-        if node.refresh(&options, &config).await {
+            _ = ticker.tick() => Refresh::No,
+            _ = device_ticker.tick() => Refresh::IfChanged,
+            Some(event) = events.recv() => {
+                // A burst (a VF count change is a uevent per VF) is taken whole.
+                let mut all = vec![event];
+                while let Ok(event) = events.try_recv() {
+                    all.push(event);
+                }
+                if node.concerned(&all) { Refresh::Now } else { Refresh::No }
+            }
+        };
+        if refresh != Refresh::No && node.refresh(&options, &config, refresh == Refresh::Now).await {
             for (pool, snapshot) in pools.iter().zip(node.snapshots()) {
                 pool.snapshots.send_if_modified(|current| {
                     let changed = **current != snapshot;
@@ -185,6 +209,7 @@ pub async fn run(
         }
     }
 
+    drop(listener);
     for pool in pools {
         if let Some(server) = pool.server {
             let socket = server.socket.clone();
@@ -201,6 +226,35 @@ pub async fn run(
     }
     tracing::info!("device plugin stopped");
     Ok(())
+}
+
+/// Whether to look at the node again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refresh {
+    No,
+    /// When the fingerprint changed (the slow poll).
+    IfChanged,
+    /// Now (an event said something changed).
+    Now,
+}
+
+/// Starts listening to the kernel's events, when the options ask for it; a listener that
+/// cannot start leaves the runner polling, with a warning.
+fn listen(options: &PluginOptions) -> (Option<Listener>, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = options.events.as_ref().and_then(|source| {
+        Listener::start(source, move |event| {
+            let _ = tx.send(event);
+        })
+        .inspect_err(|e| {
+            tracing::warn!(
+                "listening to kernel events ({source:?}): {e}; polling the node every {:?}",
+                options.poll_interval
+            )
+        })
+        .ok()
+    });
+    (listener, rx)
 }
 
 /// Starts the pool's server when it is not running or its socket was removed, and registers
@@ -320,7 +374,7 @@ struct NodeView {
 }
 
 /// Discover again at least this often, even when the fingerprint is unchanged (a driver rebind
-/// changes no fingerprint).
+/// changes no fingerprint; its uevent is the quick way).
 const FULL_DISCOVERY_EVERY: Duration = Duration::from_secs(5);
 
 impl NodeView {
@@ -334,18 +388,35 @@ impl NodeView {
         Ok(Self { found, fingerprint, routes, last, last_full: Instant::now() })
     }
 
-    /// Discovers again when the node changed; true when it did.
-    async fn refresh(&mut self, options: &PluginOptions, config: &PoolConfig) -> bool {
-        let root = options.sysfs_root.clone();
-        let found = std::mem::take(&mut self.found);
-        let (found, fingerprint) = blocking(move || {
-            let fingerprint = Fingerprint::read(&root, &found);
-            (found, fingerprint)
+    /// Whether `events` may change what discovery finds: any PCI device event, lost events,
+    /// and link events of the node's functions' netdevs (not the pods' veths and bridges that
+    /// come and go on a busy node).
+    fn concerned(&self, events: &[Event]) -> bool {
+        events.iter().any(|event| match event {
+            Event::Pci { .. } | Event::Lost => true,
+            Event::Link { name: Some(name), .. } => {
+                self.found.pfs.iter().any(|pf| pf.function.netdev_name() == Some(name))
+                    || self.found.vfs().any(|(_, vf)| vf.function.netdev_name() == Some(name))
+            }
+            Event::Link { name: None, .. } => false,
         })
-        .await;
-        self.found = found;
-        if fingerprint == self.fingerprint && self.last_full.elapsed() < FULL_DISCOVERY_EVERY {
-            return false;
+    }
+
+    /// Discovers again when the node changed (`now`: an event says it did); true when what the
+    /// pools hold changed.
+    async fn refresh(&mut self, options: &PluginOptions, config: &PoolConfig, now: bool) -> bool {
+        if !now {
+            let root = options.sysfs_root.clone();
+            let found = std::mem::take(&mut self.found);
+            let (found, fingerprint) = blocking(move || {
+                let fingerprint = Fingerprint::read(&root, &found);
+                (found, fingerprint)
+            })
+            .await;
+            self.found = found;
+            if fingerprint == self.fingerprint && self.last_full.elapsed() < FULL_DISCOVERY_EVERY {
+                return false;
+            }
         }
         (self.found, self.fingerprint) = match discover_with_fingerprint(&options.sysfs_root).await {
             Ok(both) => both,

@@ -13,6 +13,7 @@ use plexus_device_plugin::proto::deviceplugin::{
     AllocateRequest, ContainerAllocateRequest, ContainerPreferredAllocationRequest, Empty,
     ListAndWatchResponse, PreferredAllocationRequest,
 };
+use plexus_hw::events::EventSource;
 use plexus_hw::{OperState, SysfsRoot};
 use plexus_sim::kubelet::KubeletStandIn;
 use plexus_sim::{ScratchNode, SimSpec};
@@ -60,6 +61,10 @@ impl Harness {
         options.kubelet_dir = kubelet_dir.clone();
         options.devinfo_dir = devinfo_dir.clone();
         options.route_file = node.dir().join("no-routes");
+        // The simulated node's events, as the agent listens to them; no safety-net poll within
+        // a test, so what changes is known to have come by an event.
+        options.events = Some(EventSource::Socket(node.root().join(plexus_sim::EVENTS_SOCKET)));
+        options.device_poll_interval = Duration::from_secs(600);
         let (stop, stopped) = oneshot::channel::<()>();
         let plugin = tokio::spawn(async move {
             plugin::run(config, options, async move {
@@ -311,7 +316,7 @@ async fn an_rdma_pool_gives_the_vfs_character_devices_as_the_device_plugin_does(
 }
 
 #[tokio::test]
-async fn a_pf_going_down_makes_its_vfs_unhealthy_within_a_second() {
+async fn a_pf_going_down_makes_its_vfs_unhealthy_at_once() {
     let h = Harness::start().await;
     let mut net = h.client(NET).await;
     let mut stream = watch(&mut net).await;
@@ -321,14 +326,15 @@ async fn a_pf_going_down_makes_its_vfs_unhealthy_within_a_second() {
     let (message, delay) =
         next_matching(&mut stream, |m| m.devices.iter().any(|d| d.health == "Unhealthy")).await;
     println!("PF down reached ListAndWatch after {delay:?}");
-    assert!(delay < Duration::from_secs(1), "took {delay:?}");
+    // An order of magnitude (the bench has the figure): an event, not a poll tick.
+    assert!(delay < Duration::from_millis(500), "took {delay:?}");
     let unhealthy: Vec<&str> =
         message.devices.iter().filter(|d| d.health == "Unhealthy").map(|d| d.id.as_str()).collect();
     assert_eq!(unhealthy, ["0000:30:02.0", "0000:30:02.1", "0000:30:02.2"]);
 
     h.node.set_pf_operstate(2, OperState::Up).unwrap();
     let (_, delay) = next_matching(&mut stream, |m| m.devices.iter().all(|d| d.health == "Healthy")).await;
-    assert!(delay < Duration::from_secs(1), "took {delay:?}");
+    assert!(delay < Duration::from_millis(500), "took {delay:?}");
     let _ = h.stop().await;
 }
 
@@ -342,7 +348,7 @@ async fn a_vf_count_change_is_followed_without_a_restart() {
     h.node.set_num_vfs(1, 2).unwrap();
     let (message, delay) = next_matching(&mut stream, |m| m.devices.len() != 12).await;
     println!("sriov_numvfs change reached ListAndWatch after {delay:?}");
-    assert!(delay < Duration::from_secs(1), "took {delay:?}");
+    assert!(delay < Duration::from_millis(500), "took {delay:?}");
     assert_eq!(message.devices.len(), 11, "PF 1 keeps VFs 0 and 1: its netdev VF 2 is gone");
     assert!(ids(&message).contains(&"0000:20:03.1") && !ids(&message).contains(&"0000:20:03.2"));
 
@@ -360,8 +366,9 @@ async fn a_vanished_vf_stays_listed_as_unhealthy() {
     stream.message().await.unwrap().unwrap();
     // The device breaks while its PF still has it (sriov_numvfs unchanged).
     let vf = h.node.pfs()[3].vfs[0].address;
-    std::fs::write(h.node.device_dir(vf).join("vendor"), "garbage\n").unwrap();
+    std::fs::write(h.node.device_dir(vf).join("uevent"), "PCI_CLASS=20000\nPCI_ID=garbage\n").unwrap();
     std::fs::remove_file(h.node.root().join("bus/pci/devices").join(vf.to_string())).unwrap();
+    h.node.pci_event("remove", vf);
     let (message, _) =
         next_matching(&mut stream, |m| m.devices.iter().any(|d| d.health == "Unhealthy")).await;
     let device = message.devices.iter().find(|d| d.id == vf.to_string()).unwrap();

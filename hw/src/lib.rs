@@ -8,12 +8,14 @@
 //! - [`vf`]: the PF side of VFs, the one seam to SR-IOV hardware.
 //! - [`node`]: a node's sysfs, host namespace and VF control, chosen where a process starts.
 //! - [`bond`]: bond options in the kernel's terms.
+//! - [`events`]: the kernel's link and PCI device events, which tell the device plugin to look again.
 //!
 //! The simulated node, the stand-ins and the labs are not here: they are in `plexus-sim`.
 
 pub mod bond;
 pub mod discover;
 pub mod error;
+pub mod events;
 pub mod kernel;
 pub mod names;
 pub mod netlink;

@@ -15,6 +15,19 @@ fn addr(text: &str) -> PciAddress {
     text.parse().unwrap()
 }
 
+/// Sets `key`'s line in the device's `uevent` (discovery's source of its IDs, class and
+/// driver) to `value`, or removes it.
+fn set_uevent(dir: &std::path::Path, key: &str, value: Option<&str>) {
+    let path = dir.join("uevent");
+    let text = fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> =
+        text.lines().filter(|l| !l.starts_with(&format!("{key}="))).map(str::to_owned).collect();
+    if let Some(value) = value {
+        lines.push(format!("{key}={value}"));
+    }
+    fs::write(&path, lines.join("\n") + "\n").unwrap();
+}
+
 #[test]
 fn discovers_every_pf_and_vf_of_the_simulated_node() {
     let spec = SimSpec { pfs: 4, numa_nodes: 2, vfs_per_pf: 8, vfio_vfs_per_pf: 2, cpus_per_node: 4 };
@@ -113,6 +126,7 @@ fn unbound_vf_has_no_driver() {
     let vf = &node.pfs()[0].vfs[1];
     let dir = node.device_dir(vf.address);
     fs::remove_file(dir.join("driver")).unwrap();
+    set_uevent(&dir, "DRIVER", None);
     fs::remove_dir_all(dir.join("net")).unwrap();
     let found = discover(&SysfsRoot::new(node.root())).unwrap();
     let vf = &found.pfs[0].vfs[1];
@@ -150,8 +164,7 @@ fn devices_without_sriov_are_not_listed() {
 fn a_broken_vf_is_reported_and_skipped_the_rest_survive() {
     let node = sim(SimSpec { pfs: 2, vfs_per_pf: 3, vfio_vfs_per_pf: 0, ..SimSpec::default() });
     let broken = node.pfs()[0].vfs[1].address;
-    let vendor = node.device_dir(broken).join("vendor");
-    fs::write(&vendor, "intel\n").unwrap();
+    set_uevent(&node.device_dir(broken), "PCI_ID", Some("intel:154C"));
     let found = discover(&SysfsRoot::new(node.root())).unwrap();
     assert_eq!(found.pfs.len(), 2);
     let indexes: Vec<u32> = found.pfs[0].vfs.iter().map(|vf| vf.index.0).collect();
@@ -161,9 +174,33 @@ fn a_broken_vf_is_reported_and_skipped_the_rest_survive() {
     let problem = &found.problems[0];
     assert_eq!(problem.device, Some(broken));
     assert!(matches!(problem.error, SysfsError::Malformed { .. }));
-    assert!(problem.error.path().ends_with("vendor"));
+    assert!(problem.error.path().ends_with("uevent"));
     let text = problem.to_string();
-    assert!(text.contains(&broken.to_string()) && text.contains("\"intel\""), "{text}");
+    assert!(text.contains(&broken.to_string()) && text.contains("\"PCI_ID=intel:154C\""), "{text}");
+}
+
+#[test]
+fn without_a_uevent_the_ids_class_and_driver_come_from_their_own_files() {
+    let node = sim(SimSpec { pfs: 1, vfs_per_pf: 3, vfio_vfs_per_pf: 1, ..SimSpec::default() });
+    let vfs: Vec<PciAddress> = node.pfs()[0].vfs.iter().map(|vf| vf.address).collect();
+    for vf in &vfs {
+        fs::remove_file(node.device_dir(*vf).join("uevent")).unwrap();
+    }
+    // One with the IDs left out of its uevent, as a tree written by hand may have it.
+    fs::write(node.device_dir(vfs[0]).join("uevent"), "PCI_SLOT_NAME=x\n").unwrap();
+    fs::write(node.device_dir(vfs[1]).join("vendor"), "intel\n").unwrap();
+    let found = discover(&SysfsRoot::new(node.root())).unwrap();
+    let read: Vec<(PciAddress, String, Option<String>)> = found.pfs[0]
+        .vfs
+        .iter()
+        .map(|vf| (vf.function.address, vf.function.device.to_string(), vf.function.driver.clone()))
+        .collect();
+    assert_eq!(
+        read,
+        [(vfs[0], "154c".into(), Some("iavf".into())), (vfs[2], "154c".into(), Some("vfio-pci".into()))]
+    );
+    assert_eq!(found.problems.len(), 1);
+    assert!(found.problems[0].error.path().ends_with("vendor"), "{}", found.problems[0]);
 }
 
 #[test]
@@ -236,7 +273,7 @@ fn broken_devices_on_a_node_read_in_parallel_keep_the_rest_in_place() {
     let broken_pf = node.pfs()[1].address;
     let broken_vf = node.pfs()[2].vfs[5].address;
     fs::write(node.device_dir(broken_pf).join("sriov_numvfs"), "many\n").unwrap();
-    fs::write(node.device_dir(broken_vf).join("device"), "0xzz\n").unwrap();
+    set_uevent(&node.device_dir(broken_vf), "PCI_ID", Some("8086:ZZ"));
     let found = discover(&SysfsRoot::new(node.root())).unwrap();
 
     let pfs: Vec<PciAddress> = found.pfs.iter().map(|pf| pf.function.address).collect();
@@ -315,9 +352,9 @@ fn hostile_sysfs_files_are_problems_never_a_hang_or_an_abort() {
     fs::remove_file(&link).unwrap();
     symlink("../../../devices/pci0000:00/gone", &link).unwrap();
     // A FIFO where an attribute should be would block a read forever.
-    let vendor = node.device_dir(pfs[1]).join("vendor");
-    fs::remove_file(&vendor).unwrap();
-    nix::unistd::mkfifo(&vendor, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let uevent = node.device_dir(pfs[1]).join("uevent");
+    fs::remove_file(&uevent).unwrap();
+    nix::unistd::mkfifo(&uevent, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     // A CPU list that, expanded, would take 16 GiB.
     fs::write(node.root().join("devices/system/node/node0/cpulist"), "0-4294967295\n").unwrap();
 
@@ -331,6 +368,6 @@ fn hostile_sysfs_files_are_problems_never_a_hang_or_an_abort() {
         );
     };
     about(Some(pfs[0]), "which does not exist");
-    about(Some(pfs[1]), "vendor: malformed value \"a FIFO\" (expected a regular file)");
+    about(Some(pfs[1]), "uevent: malformed value \"a FIFO\" (expected a regular file)");
     about(None, "cpulist");
 }

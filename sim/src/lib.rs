@@ -27,7 +27,7 @@ pub mod store;
 pub mod vfs;
 
 pub use fixture::ScratchNode;
-pub use node::{STATE_FILE, SimError, SimNode, SimPf, SimSpec, SimVf};
+pub use node::{EVENTS_SOCKET, STATE_FILE, SimError, SimNode, SimPf, SimSpec, SimVf};
 pub use scratch::{files_in, scratch};
 pub use store::VfStore;
 pub use tempfile::TempDir;

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use plexus_hw::events;
 use plexus_hw::netlink::{Netlink, NetlinkError};
 use plexus_hw::netns::{NETNS_RUN_DIR, Netns, NetnsError};
 use plexus_hw::vf::VfError;
@@ -32,6 +33,12 @@ use crate::store::VfStore;
 /// The file in the simulated root that records what was built, so a later process can tear
 /// it down (`plexus-agent sim down`) and nothing else is ever removed by mistake.
 pub const STATE_FILE: &str = "plexus-sim.json";
+/// The unix datagram socket in a simulated node's root where a listener gets the kernel's
+/// events about the node (`plexus_hw::events::EventSource::Socket`): the node sends them as
+/// its links and devices change.
+pub const EVENTS_SOCKET: &str = "events.sock";
+/// The made-up index of PF 0's netdev in the link events (PF n's is this plus n).
+const SIM_IFINDEX_BASE: u32 = 1000;
 
 /// Intel XXV710 and its adaptive VF: common SR-IOV NICs, with names in the PCI ID database.
 const PF_VENDOR: &str = "0x8086";
@@ -291,11 +298,31 @@ impl SimNode {
 
     /// Sets the operational state of PF `pf`'s netdev in the tree (`up`, `down`, ...), as the
     /// kernel shows a link going down.
-    pub fn set_pf_operstate(&self, pf: usize, state: OperState) -> Result<(), SimError> {
-        let pf = self.pf(pf)?;
+    pub fn set_pf_operstate(&self, pf_index: usize, state: OperState) -> Result<(), SimError> {
+        let pf = self.pf(pf_index)?;
         let net = self.device_dir(pf.address).join("net").join(pf.netdev.as_str());
         write(&net.join("operstate"), format!("{state}\n"))?;
-        write(&net.join("carrier"), if state == OperState::Up { "1\n" } else { "0\n" })
+        write(&net.join("carrier"), if state == OperState::Up { "1\n" } else { "0\n" })?;
+        // The PF's netdev is not a real link: its index is made up, stable per PF.
+        let index = SIM_IFINDEX_BASE + pf_index as u32;
+        let message = events::link_message(index, pf.netdev.as_str(), state == OperState::Up);
+        self.emit(events::TAG_RTNETLINK, &message);
+        Ok(())
+    }
+
+    /// Sends the kobject uevent the kernel would for PCI device `address` (`add`, `remove`,
+    /// `bind`, `unbind`, `change`) to whoever listens on the node's [`EVENTS_SOCKET`].
+    pub fn pci_event(&self, action: &str, address: PciAddress) {
+        let dir = self.device_dir(address);
+        let devpath = format!("/{}", dir.strip_prefix(&self.root).unwrap_or(&dir).display());
+        self.emit(events::TAG_UEVENT, &events::pci_uevent(action, &devpath, address));
+    }
+
+    /// Sends one of the kernel's messages, behind its tag, to the node's [`EVENTS_SOCKET`];
+    /// without a listener it goes nowhere, as the kernel's would.
+    fn emit(&self, tag: u8, message: &[u8]) {
+        let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else { return };
+        let _ = socket.send_to(&[&[tag][..], message].concat(), self.root.join(EVENTS_SOCKET));
     }
 
     /// Gives the function at `address` the RDMA device `name` with character devices number
@@ -327,6 +354,7 @@ impl SimNode {
         let sim_pf = self.pf(pf)?.clone();
         let pf_dir = self.device_dir(sim_pf.address);
         for vf in &sim_pf.vfs {
+            self.pci_event("remove", vf.address);
             remove_path(&pf_dir.join(format!("virtfn{}", vf.index)))?;
             remove_path(&self.root.join("bus/pci/devices").join(vf.address.to_string()))?;
             if let Some(netdev) = &vf.netdev {
@@ -342,6 +370,9 @@ impl SimNode {
             self.write_vf(&updated, vf)?;
         }
         write(&pf_dir.join("sriov_numvfs"), format!("{count}\n"))?;
+        for vf in &updated.vfs {
+            self.pci_event("add", vf.address);
+        }
         let netdev = updated.netdev.clone();
         self.state.pfs[pf] = updated;
         self.save()?;
@@ -444,6 +475,15 @@ impl SimNode {
         write(&dir.join("class"), format!("{NET_CLASS}\n"))?;
         write(&dir.join("numa_node"), format!("{numa}\n"))?;
         link(format!("../../../bus/pci/drivers/{driver}"), &dir.join("driver"))?;
+        // As the kernel words it (discovery reads the IDs, class and driver from here).
+        let hex = |id: &str| id.trim_start_matches("0x").to_uppercase();
+        let class = u32::from_str_radix(NET_CLASS.trim_start_matches("0x"), 16).unwrap_or_default();
+        let (vendor, device) = (hex(PF_VENDOR), hex(device_id));
+        let uevent = format!(
+            "DRIVER={driver}\nPCI_CLASS={class:X}\nPCI_ID={vendor}:{device}\nPCI_SUBSYS_ID={vendor}:0000\n\
+             PCI_SLOT_NAME={address}\nMODALIAS=pci:v0000{vendor}d0000{device}sv0000{vendor}sd00000000bc02sc00i00\n"
+        );
+        write(&dir.join("uevent"), uevent)?;
         let group_dir = self.root.join("kernel/iommu_groups").join(group.to_string());
         mkdir(&group_dir.join("devices"))?;
         link(format!("../../../kernel/iommu_groups/{group}"), &dir.join("iommu_group"))?;
