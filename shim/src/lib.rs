@@ -30,6 +30,9 @@ pub const SOCKET_DIR: &str = "/run/plexus";
 pub const SOCKET_NAME: &str = "plexus.sock";
 /// The program that does a call in its own process (no agent), next to `plexus`.
 pub const STANDALONE: &str = "plexus-standalone";
+/// The built-in delegates: `plexus` (and `plexus-standalone`) installed or linked under one of
+/// these names is that delegate alone, for plain Multus.
+pub const BUILTIN_DELEGATES: [&str; 3] = ["sriov", "userspace", "bond"];
 /// The newest CNI version, for an error answered to a config that names none.
 pub const NEWEST_CNI_VERSION: &str = "1.1.0";
 
@@ -105,6 +108,38 @@ impl Outcome {
     pub fn error(reply: &ErrorReply, stdin: &[u8]) -> Self {
         Self { stdout: reply.to_json(&error_version(stdin)), code: 1 }
     }
+
+    /// The answer to `what` (a config, a call) being larger than [`MAX_MESSAGE`].
+    pub fn too_large(what: &str, stdin: &[u8]) -> Self {
+        let reply = ErrorReply {
+            code: codes::INVALID_NETWORK_CONFIG,
+            msg: format!("{what} is larger than the {MAX_MESSAGE} bytes Plexus takes"),
+            details: String::new(),
+        };
+        Self::error(&reply, stdin)
+    }
+
+    /// Prints stdout and gives the exit code: how a CNI program ends.
+    pub fn finish(&self) -> std::process::ExitCode {
+        let mut stdout = io::stdout().lock();
+        let _ = stdout.write_all(self.stdout.as_bytes());
+        let _ = stdout.flush();
+        std::process::ExitCode::from(u8::try_from(self.code).unwrap_or(1))
+    }
+}
+
+/// What a CNI program was started with: its stdin, read to at most [`MAX_MESSAGE`]` + 1`
+/// bytes (a config is a few kB: more is refused, and not read to its end; a failed read leaves
+/// it empty, which the call reports as an unparsable config), and the name it was called by
+/// (argv[0]'s file name, which makes it a built-in delegate alone).
+pub fn started() -> (Vec<u8>, String) {
+    let mut stdin = Vec::new();
+    let _ = io::stdin().take(MAX_MESSAGE + 1).read_to_end(&mut stdin);
+    let called_as = std::env::args_os()
+        .next()
+        .and_then(|arg0| Path::new(&arg0).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    (stdin, called_as)
 }
 
 /// The spec's error object, as a plugin prints it on stdout when it fails.

@@ -5,9 +5,8 @@
 //! linked) under the name of a built-in delegate (`sriov`, `userspace`, `bond`), it is that
 //! delegate alone, for plain Multus: `plexus-standalone` under that name.
 
-use std::io::{Read, Seek, Write};
+use std::io::{Seek, Write};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use plexus_shim::{ErrorReply, Forwarded, Outcome, Request, codes};
@@ -65,39 +64,23 @@ fn forwarded(stdin: &[u8], called_as: &str) -> Outcome {
             Outcome::error(&reply, stdin)
         }
         Forwarded::AgentDown { .. } => become_standalone(called_as, stdin),
-        Forwarded::TooLarge { size } => too_large(format!("the call ({size} bytes)"), stdin),
+        Forwarded::TooLarge { size } => Outcome::too_large(&format!("the call ({size} bytes)"), stdin),
     }
 }
 
-/// The answer to a call larger than [`plexus_shim::MAX_MESSAGE`]; `what` says what is too large.
-fn too_large(what: String, stdin: &[u8]) -> Outcome {
-    let reply = ErrorReply {
-        code: codes::INVALID_NETWORK_CONFIG,
-        msg: format!("{what} is larger than the {} bytes Plexus takes", plexus_shim::MAX_MESSAGE),
-        details: String::new(),
-    };
-    Outcome::error(&reply, stdin)
-}
-
 fn main() -> ExitCode {
-    let mut stdin = Vec::new();
-    // A failed read leaves stdin empty, which the call reports as an unparsable config. A
-    // config is a few kB: more than the limit is refused, and not read to its end.
-    let _ = std::io::stdin().take(plexus_shim::MAX_MESSAGE + 1).read_to_end(&mut stdin);
-    let called_as = std::env::args_os()
-        .next()
-        .and_then(|arg0| PathBuf::from(arg0).file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "plexus".into());
+    let (stdin, mut called_as) = plexus_shim::started();
+    if called_as.is_empty() {
+        called_as = "plexus".into();
+    }
     let outcome = if stdin.len() as u64 > plexus_shim::MAX_MESSAGE {
-        too_large("the network configuration on stdin".into(), &[])
-    } else if matches!(called_as.as_str(), "sriov" | "userspace" | "bond") {
+        Outcome::too_large("the network configuration on stdin", &[])
+    } else if plexus_shim::BUILTIN_DELEGATES.contains(&called_as.as_str()) {
         // A built-in delegate by itself, called by another meta-plugin: never the agent's call.
         become_standalone(&called_as, &stdin)
     } else {
+        // argv[0] is passed on: `plexus-standalone` runs as the meta-plugin under any other name.
         forwarded(&stdin, &called_as)
     };
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(outcome.stdout.as_bytes());
-    let _ = stdout.flush();
-    ExitCode::from(u8::try_from(outcome.code).unwrap_or(1))
+    outcome.finish()
 }

@@ -9,7 +9,6 @@
 //! `PLEXUS_SYSFS_ROOT` is set, the simulated node there (only in a build with the
 //! `simulated-node` feature, which the agent's demo and tests use).
 
-use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use plexus_cni::entry::{self, Context, Outcome};
@@ -18,7 +17,7 @@ use plexus_cni::forward::MAX_MESSAGE;
 use plexus_cni::multus::cluster::{Cluster, ClusterError};
 use plexus_cni::multus::config::MetaConfig;
 use plexus_cni::multus::kube::KubeCluster;
-use plexus_cni::spec::{EnvError, ErrorCode, ErrorReply};
+use plexus_cni::spec::EnvError;
 use plexus_hw::{Node, SysfsRoot};
 
 /// The variable that points the binary at a simulated node.
@@ -68,7 +67,8 @@ fn locally(stdin: &[u8]) -> Outcome {
 
 /// A built-in delegate by itself (the binary called as `sriov`, `userspace` or `bond`).
 fn alone(name: &str, stdin: &[u8]) -> Option<Outcome> {
-    if !matches!(name, "sriov" | "userspace" | "bond") {
+    // Before the node is loaded, which only a delegate needs.
+    if !plexus_cni::forward::BUILTIN_DELEGATES.contains(&name) {
         return None;
     }
     let node = match node() {
@@ -79,34 +79,12 @@ fn alone(name: &str, stdin: &[u8]) -> Option<Outcome> {
     Some(entry::run_plugin(|name| std::env::var(name).ok(), stdin, &*plugin, name, &node))
 }
 
-/// The answer to a config larger than [`MAX_MESSAGE`].
-fn too_large() -> Outcome {
-    let reply = ErrorReply {
-        code: ErrorCode::InvalidNetworkConfig.into(),
-        msg: format!(
-            "the network configuration on stdin is larger than the {MAX_MESSAGE} bytes Plexus takes"
-        ),
-        details: String::new(),
-    };
-    Outcome::error(&reply, &[])
-}
-
 fn main() -> ExitCode {
-    let mut stdin = Vec::new();
-    // A failed read leaves stdin empty, which the call reports as an unparsable config. A
-    // config is a few kB: more than the limit is refused, and not read to its end.
-    let _ = std::io::stdin().take(MAX_MESSAGE + 1).read_to_end(&mut stdin);
-    let called_as = std::env::args_os()
-        .next()
-        .and_then(|arg0| std::path::Path::new(&arg0).file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default();
+    let (stdin, called_as) = plexus_shim::started();
     let outcome = if stdin.len() as u64 > MAX_MESSAGE {
-        too_large()
+        Outcome::too_large("the network configuration on stdin", &[])
     } else {
         alone(&called_as, &stdin).unwrap_or_else(|| locally(&stdin))
     };
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(outcome.stdout.as_bytes());
-    let _ = stdout.flush();
-    ExitCode::from(u8::try_from(outcome.code).unwrap_or(1))
+    outcome.finish()
 }
