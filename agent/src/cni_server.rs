@@ -289,7 +289,22 @@ fn handle(mut stream: UnixStream, service: &CniService) {
                 .get("CNI_CONTAINERID")
                 .filter(|id| !id.is_empty())
                 .map(|id| service.arrivals.turn(id));
-            serde_json::to_vec(&service.call(&request))
+            // A call that panics is answered, as before on the runtime's blocking threads, and
+            // its serving thread lives on.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| service.call(&request)))
+                .unwrap_or_else(|panic| {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    failed(
+                        ErrorCode::Plugin,
+                        format!("the agent's call failed: it panicked: {why}"),
+                        String::new(),
+                    )
+                });
+            serde_json::to_vec(&outcome)
         }
         Frame::Unreadable(e) => serde_json::to_vec(&failed(
             ErrorCode::Decode,
