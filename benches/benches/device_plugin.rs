@@ -65,7 +65,7 @@ struct Served {
     ids: Vec<String>,
     _stop: tokio::sync::oneshot::Sender<()>,
     _kubelet: KubeletStandIn,
-    _node: ScratchNode,
+    node: ScratchNode,
 }
 
 fn served() -> Served {
@@ -105,7 +105,7 @@ fn served() -> Served {
         let Ok(client) = kubelet.plugin(&registration.endpoint).await else { panic!("connect") };
         (kubelet, client)
     });
-    Served { runtime, client, ids, _stop: stop, _kubelet: kubelet, _node: node }
+    Served { runtime, client, ids, _stop: stop, _kubelet: kubelet, node }
 }
 
 fn grpc_round_trips(c: &mut Criterion) {
@@ -160,7 +160,7 @@ fn device_change_to_list_and_watch(c: &mut Criterion) {
     let mut change = |to_down: bool| {
         let start = std::time::Instant::now();
         let state = if to_down { OperState::Down } else { OperState::Up };
-        assert!(served._node.set_pf_operstate(1, state).is_ok());
+        assert!(served.node.set_pf_operstate(1, state).is_ok());
         next(to_down);
         down.set(to_down);
         start.elapsed()

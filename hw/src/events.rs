@@ -103,15 +103,13 @@ pub fn parse_rtnetlink(datagram: &[u8]) -> Vec<Event> {
         if length < 16 || length > rest.len() {
             break;
         }
-        if let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..length]) {
-            let (link, removed) = match message.payload {
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => (link, false),
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => (link, true),
-                _ => {
-                    rest = &rest[aligned(length).min(rest.len())..];
-                    continue;
-                }
+        let link =
+            match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..length]).map(|m| m.payload) {
+                Ok(NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link))) => Some((link, false)),
+                Ok(NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link))) => Some((link, true)),
+                _ => None,
             };
+        if let Some((link, removed)) = link {
             let name = link.attributes.iter().find_map(|attribute| match attribute {
                 LinkAttribute::IfName(name) => Some(name.clone()),
                 _ => None,
