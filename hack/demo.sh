@@ -9,5 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash hack/install-deps.sh
-cargo build --quiet --release -p plexus-agent -p plexus-shim -p plexus-cni
+cargo build --quiet --release -p plexus-agent
+bash hack/build-plexus.sh --simulated-node --quiet --release
 exec target/release/plexus-agent demo

@@ -313,11 +313,13 @@ fn handle(mut stream: UnixStream, service: &CniService) {
         )),
     };
     match answer {
+        // Closed when dropped: the binary's end of file. (An explicit shutdown first took the
+        // binary's socket lock while the binary, just woken by the answer, held it: on this
+        // project's VM a contended lock costs a halted virtual CPU's wake-up.)
         Ok(bytes) => {
             if let Err(e) = stream.write_all(&bytes) {
                 tracing::warn!("answering a CNI call: {e}");
             }
-            let _ = stream.shutdown(std::net::Shutdown::Both);
         }
         Err(e) => tracing::warn!("encoding an answer: {e}"),
     }

@@ -39,18 +39,17 @@ fn built(package: &str, bin: &str, features: &[&str]) -> PathBuf {
     binary
 }
 
-/// The `plexus` binary as a node gets it (statically linked, as the Dockerfile builds it),
-/// with the `plexus-standalone` next to it that it becomes without the agent.
+/// The `plexus` binary as a node gets it, with the `plexus-standalone` next to it that it
+/// becomes without the agent: built by hack/build-plexus.sh (always run: cargo does nothing
+/// when they are fresh).
 fn plexus_binary() -> PathBuf {
-    built("plexus-cni", "plexus-standalone", &["simulated-node"]);
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo.args(["rustc", "-q", "-p", "plexus-shim", "--bin", "plexus"]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut build = Command::new("bash");
+    build.arg(root.join("hack/build-plexus.sh")).args(["--simulated-node", "-q"]).env("CARGO", env!("CARGO"));
     if !cfg!(debug_assertions) {
-        cargo.arg("--release");
+        build.arg("--release");
     }
-    // Always run: cargo does nothing when it is fresh, and a `cargo build` since may have
-    // left a dynamically linked one in its place.
-    let status = cargo.args(["--", "-C", "target-feature=+crt-static"]).status();
+    let status = build.status();
     assert!(matches!(status, Ok(s) if s.success()), "building plexus: {status:?}");
     built("plexus-shim", "plexus", &[])
 }

@@ -3,6 +3,5 @@
 //! re-exported here for the agent and `plexus-standalone`.
 
 pub use plexus_shim::{
-    BUILTIN_DELEGATES, Forwarded, Frame, MAX_MESSAGE, Request, STANDALONE, TraceRequest, cni_env,
-    decode_frame, forward, socket_dir,
+    BUILTIN_DELEGATES, Frame, MAX_MESSAGE, Request, STANDALONE, TraceRequest, decode_frame, socket_dir,
 };

@@ -4,10 +4,12 @@
 //! the call with the same `entry` `plexus-standalone` would, so the answer is already in the
 //! caller's cniVersion.
 //!
-//! This crate is small on purpose: the runtime starts `plexus` for every call, and a program
-//! that links only std, serde_json and a little of nix starts in a fraction of the time the
-//! whole meta-plugin (kube-rs, tokio, netlink) takes. `plexus-cni` re-exports it; the agent
-//! decodes with it.
+//! This crate is small on purpose: the runtime starts `plexus` for every call. The library is
+//! `no_std` (it needs only `alloc` and serde_json), so that the `plexus` binary can be a
+//! program without libc and without std's runtime (see `main.rs`: on this project's VM a
+//! process start with glibc's and std's initialisation costs half a millisecond more than one
+//! without). `plexus-cni` re-exports it, with the `std` feature for `plexus-standalone`'s edges
+//! ([`started`], [`Outcome::finish`]); the agent decodes with it.
 //!
 //! Whether there is an agent is decided by its socket: no socket file in the socket directory
 //! (`daemonSocketDir`) means a node without the agent, and `plexus-standalone` does the work; a
@@ -16,10 +18,16 @@
 //! falls back to `plexus-standalone` and the on-disk cache, so a pod is never stuck
 //! terminating.
 
-use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+#![no_std]
+
+extern crate alloc;
+#[cfg(any(test, feature = "std"))]
+extern crate std;
+
+use alloc::borrow::ToOwned;
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -120,11 +128,18 @@ impl Outcome {
     }
 
     /// Prints stdout and gives the exit code: how a CNI program ends.
+    #[cfg(feature = "std")]
     pub fn finish(&self) -> std::process::ExitCode {
-        let mut stdout = io::stdout().lock();
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
         let _ = stdout.write_all(self.stdout.as_bytes());
         let _ = stdout.flush();
-        std::process::ExitCode::from(u8::try_from(self.code).unwrap_or(1))
+        std::process::ExitCode::from(self.exit_status())
+    }
+
+    /// The exit status to end with: the code, or 1 for one that does not fit.
+    pub fn exit_status(&self) -> u8 {
+        u8::try_from(self.code).unwrap_or(1)
     }
 }
 
@@ -132,14 +147,19 @@ impl Outcome {
 /// bytes (a config is a few kB: more is refused, and not read to its end; a failed read leaves
 /// it empty, which the call reports as an unparsable config), and the name it was called by
 /// (argv[0]'s file name, which makes it a built-in delegate alone).
-pub fn started() -> (Vec<u8>, String) {
-    let mut stdin = Vec::new();
-    let _ = io::stdin().take(MAX_MESSAGE + 1).read_to_end(&mut stdin);
-    let called_as = std::env::args_os()
-        .next()
-        .and_then(|arg0| Path::new(&arg0).file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default();
-    (stdin, called_as)
+#[cfg(feature = "std")]
+pub fn started() -> (alloc::vec::Vec<u8>, String) {
+    use std::io::Read;
+    let mut stdin = alloc::vec::Vec::new();
+    let _ = std::io::stdin().take(MAX_MESSAGE + 1).read_to_end(&mut stdin);
+    let arg0 = std::env::args_os().next().unwrap_or_default();
+    (stdin, called_as(std::os::unix::ffi::OsStrExt::as_bytes(arg0.as_os_str())))
+}
+
+/// The name a program was called by: the file name of its argv[0] (empty when it has none).
+pub fn called_as(arg0: &[u8]) -> String {
+    let name = arg0.rsplit(|b| *b == b'/').next().unwrap_or_default();
+    String::from_utf8_lossy(name).into_owned()
 }
 
 /// The spec's error object, as a plugin prints it on stdout when it fails.
@@ -154,8 +174,8 @@ pub struct ErrorReply {
     pub details: String,
 }
 
-impl std::fmt::Display for ErrorReply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(&self.msg)?;
         if !self.details.is_empty() {
             write!(f, ": {}", self.details)?;
@@ -183,70 +203,18 @@ pub fn error_version(stdin: &[u8]) -> String {
         .unwrap_or_else(|| NEWEST_CNI_VERSION.to_owned())
 }
 
-/// What came of forwarding.
-#[derive(Debug)]
-pub enum Forwarded {
-    /// The agent answered.
-    Answered(Outcome),
-    /// No agent on this node: no socket.
-    NoAgent,
-    /// The request is larger than the agent takes ([`MAX_MESSAGE`]); not sent.
-    TooLarge {
-        /// Its size in bytes.
-        size: usize,
-    },
-    /// There is a socket, but the agent did not answer.
-    AgentDown {
-        /// The socket.
-        socket: PathBuf,
-        /// Why.
-        error: io::Error,
-    },
-}
-
 /// The socket directory a config names (`daemonSocketDir`, any case), else the default.
-pub fn socket_dir(stdin: &[u8]) -> PathBuf {
+pub fn socket_dir(stdin: &[u8]) -> String {
     let config: Option<Value> = serde_json::from_slice(stdin).ok();
     let named = config.as_ref().and_then(Value::as_object).and_then(|map| {
         map.iter().find(|(k, _)| k.eq_ignore_ascii_case("daemonSocketDir")).and_then(|(_, v)| v.as_str())
     });
-    PathBuf::from(named.unwrap_or(SOCKET_DIR))
+    named.unwrap_or(SOCKET_DIR).to_owned()
 }
 
-/// The CNI_* variables of an environment.
-pub fn cni_env(vars: impl Iterator<Item = (String, String)>) -> BTreeMap<String, String> {
-    vars.filter(|(k, _)| k.starts_with("CNI_")).collect()
-}
-
-/// Sends `request` to the agent whose socket is in `dir`.
-pub fn forward(dir: &Path, request: &Request) -> Forwarded {
-    let socket = dir.join(SOCKET_NAME);
-    let down = |error| Forwarded::AgentDown { socket: socket.clone(), error };
-    // Connecting tells the three cases apart in one call: no file is no agent; a file nobody
-    // listens on is an agent down.
-    let mut stream = match UnixStream::connect(&socket) {
-        Ok(stream) => stream,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Forwarded::NoAgent,
-        Err(error) => return down(error),
-    };
-    let body = match serde_json::to_vec(request) {
-        Ok(body) if body.len() as u64 > MAX_MESSAGE => return Forwarded::TooLarge { size: body.len() },
-        Ok(body) => body,
-        Err(error) => return down(io::Error::other(error)),
-    };
-    // The agent answers with the outcome the binary prints and exits with.
-    let mut exchange = || -> io::Result<Outcome> {
-        stream.write_all(&body)?;
-        stream.shutdown(std::net::Shutdown::Write)?;
-        // An answer is a few kB: read in one go, not in growing steps.
-        let mut answer = Vec::with_capacity(16 << 10);
-        (&mut stream).take(MAX_MESSAGE).read_to_end(&mut answer)?;
-        serde_json::from_slice(&answer).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-    };
-    match exchange() {
-        Ok(outcome) => Forwarded::Answered(outcome),
-        Err(error) => down(error),
-    }
+/// Whether an environment variable is one the call forwards (CNI_*).
+pub fn is_cni_var(name: &[u8]) -> bool {
+    name.starts_with(b"CNI_")
 }
 
 #[cfg(test)]
@@ -256,30 +224,17 @@ mod tests {
 
     #[test]
     fn the_socket_directory_comes_from_the_config() {
-        assert_eq!(socket_dir(br#"{"DaemonSocketDir": "/tmp/x"}"#), PathBuf::from("/tmp/x"));
-        assert_eq!(socket_dir(b"{}"), PathBuf::from(SOCKET_DIR));
-        assert_eq!(socket_dir(b"not json"), PathBuf::from(SOCKET_DIR));
+        assert_eq!(socket_dir(br#"{"DaemonSocketDir": "/tmp/x"}"#), "/tmp/x");
+        assert_eq!(socket_dir(b"{}"), SOCKET_DIR);
+        assert_eq!(socket_dir(b"not json"), SOCKET_DIR);
     }
 
     #[test]
-    fn no_socket_is_no_agent_and_a_dead_socket_is_an_agent_down() {
-        let dir = tempfile::tempdir().unwrap();
-        let request = Request { env: BTreeMap::new(), stdin: "{}".into() };
-        assert!(matches!(forward(dir.path(), &request), Forwarded::NoAgent));
-        // Too large for the agent: said so, not sent.
-        let listener = std::os::unix::net::UnixListener::bind(dir.path().join(SOCKET_NAME)).unwrap();
-        let huge = Request { env: BTreeMap::new(), stdin: "x".repeat(MAX_MESSAGE as usize) };
-        assert!(
-            matches!(forward(dir.path(), &huge), Forwarded::TooLarge { size } if size > MAX_MESSAGE as usize)
-        );
-        drop(listener);
-        std::fs::remove_file(dir.path().join(SOCKET_NAME)).unwrap();
-        // A socket nobody listens on any more: bound, then its listener dropped.
-        drop(std::os::unix::net::UnixListener::bind(dir.path().join(SOCKET_NAME)).unwrap());
-        match forward(dir.path(), &request) {
-            Forwarded::AgentDown { error, .. } => assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused),
-            other => panic!("{other:?}"),
-        }
+    fn the_name_called_by_is_argv0s_file_name() {
+        assert_eq!(called_as(b"/opt/cni/bin/sriov"), "sriov");
+        assert_eq!(called_as(b"plexus"), "plexus");
+        assert_eq!(called_as(b""), "");
+        assert!(is_cni_var(b"CNI_COMMAND") && !is_cni_var(b"PATH"));
     }
 
     #[test]

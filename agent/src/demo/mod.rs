@@ -91,7 +91,7 @@ fn plexus_binary() -> anyhow::Result<PathBuf> {
     for binary in [&plexus, &plexus.with_file_name(plexus_cni::forward::STANDALONE)] {
         if !binary.is_file() {
             bail!(
-                "{} not found: build it with `cargo build -p plexus-shim -p plexus-cni` (the demo runs it as \
+                "{} not found: build it with `bash hack/build-plexus.sh --simulated-node` (the demo runs it as \
                  the runtime would)",
                 binary.display()
             );

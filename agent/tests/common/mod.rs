@@ -12,12 +12,14 @@ pub fn plexus_binary() -> PathBuf {
     let binary = Path::new(env!("CARGO_BIN_EXE_plexus-agent")).with_file_name("plexus");
     let standalone = binary.with_file_name("plexus-standalone");
     if !binary.exists() || !standalone.exists() {
-        let status =
-            // With the simulated node, as the agent builds it (the tests point it at one).
-            Command::new(env!("CARGO"))
-                .args(["build", "-q", "-p", "plexus-shim", "-p", "plexus-cni", "--features"])
-                .args(["plexus-cni/simulated-node", "--bin", "plexus", "--bin", "plexus-standalone"])
-                .status();
+        // As hack/build-plexus.sh builds them; with the simulated node, as the agent builds
+        // it (the tests point it at one).
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let status = Command::new("bash")
+            .arg(root.join("hack/build-plexus.sh"))
+            .args(["--simulated-node", "-q"])
+            .env("CARGO", env!("CARGO"))
+            .status();
         assert!(status.unwrap().success());
     }
     binary
