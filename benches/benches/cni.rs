@@ -145,30 +145,39 @@ impl Setup {
 
     /// `ADD` (timed) then `DEL` (untimed) of `binary` with `stdin`, `iters` times.
     fn measure(&self, binary: &Path, stdin: &[u8], iters: u64) -> Duration {
+        self.measure_each(&[(binary, stdin)], iters)[0].iter().sum()
+    }
+
+    /// Like [`Setup::measure`] for each of `cases` in turn, round after round, so that the
+    /// machine's drift (this VM's speed moves by a third within minutes) touches every case
+    /// alike: each case's ADD times, round by round.
+    fn measure_each(&self, cases: &[(&Path, &[u8])], iters: u64) -> Vec<Vec<Duration>> {
         let netns = self.pod.path().display().to_string();
-        let Ok(total) = self.host.run(|| {
-            let mut total = Duration::ZERO;
+        let Ok(totals) = self.host.run(|| {
+            let mut totals = vec![Vec::new(); cases.len()];
             for i in 0..iters {
-                let id = format!("bench-{i}");
-                let env = |command| {
-                    [
-                        ("CNI_COMMAND", command),
-                        ("CNI_CONTAINERID", id.as_str()),
-                        ("CNI_NETNS", netns.as_str()),
-                        ("CNI_IFNAME", "eth0"),
-                        ("CNI_PATH", PLUGINS),
-                    ]
-                };
-                let start = Instant::now();
-                call(binary, &env("ADD"), stdin);
-                total += start.elapsed();
-                call(binary, &env("DEL"), stdin);
+                for (case, (binary, stdin)) in cases.iter().enumerate() {
+                    let id = format!("bench-{i}-{case}");
+                    let env = |command| {
+                        [
+                            ("CNI_COMMAND", command),
+                            ("CNI_CONTAINERID", id.as_str()),
+                            ("CNI_NETNS", netns.as_str()),
+                            ("CNI_IFNAME", "eth0"),
+                            ("CNI_PATH", PLUGINS),
+                        ]
+                    };
+                    let start = Instant::now();
+                    call(binary, &env("ADD"), stdin);
+                    totals[case].push(start.elapsed());
+                    call(binary, &env("DEL"), stdin);
+                }
             }
-            total
+            totals
         }) else {
             panic!("entering the bench namespace")
         };
-        total
+        totals
     }
 }
 
@@ -244,6 +253,22 @@ fn meta_plugin_cost(c: &mut Criterion) {
     });
     group.bench_function("through plexus and the agent (cache on tmpfs)", |b| {
         b.iter_custom(|n| setup.measure(&plexus, &noop_forwarded, n))
+    });
+    // Plexus's own cost itself: each round the plugin alone, then through plexus and the
+    // agent; a sample's time per iteration is the median of its rounds' differences (the
+    // pairing takes out the machine's drift, the median the odd slow call).
+    group.bench_function("own cost through plexus and the agent, paired with the plugin alone", |b| {
+        b.iter_custom(|n| {
+            let rounds = setup.measure_each(&[(&static_plugin, &noop_bytes), (&plexus, &noop_forwarded)], n);
+            let mut differences: Vec<f64> = rounds[1]
+                .iter()
+                .zip(&rounds[0])
+                .map(|(through, alone)| through.as_secs_f64() - alone.as_secs_f64())
+                .collect();
+            differences.sort_by(f64::total_cmp);
+            let median = differences.get(differences.len() / 2).copied().unwrap_or_default();
+            Duration::from_secs_f64(median.max(0.0) * n as f64)
+        })
     });
     group.finish();
     drop(agent);
