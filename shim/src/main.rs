@@ -105,9 +105,6 @@ enum Forwarded {
 /// Sends `body` (an encoded [`Request`]) to the agent whose socket is in `dir`.
 fn forward(dir: &str, body: &[u8]) -> Forwarded {
     let socket = format!("{}/{}", dir.trim_end_matches('/'), plexus_shim::SOCKET_NAME);
-    if body.len() > max_message() {
-        return Forwarded::TooLarge(body.len());
-    }
     let down = |why: String| Forwarded::AgentDown(socket.clone(), why);
     // Connecting tells the three cases apart in one call: no file is no agent; a file nobody
     // listens on is an agent down.
@@ -116,6 +113,9 @@ fn forward(dir: &str, body: &[u8]) -> Forwarded {
         Err(Errno::NOENT) => return Forwarded::NoAgent,
         Err(e) => return down(describe(e)),
     };
+    if body.len() > max_message() {
+        return Forwarded::TooLarge(body.len());
+    }
     // The agent answers with the outcome the binary prints and exits with.
     let exchange = || -> Result<Vec<u8>, Errno> {
         let mut rest = body;
