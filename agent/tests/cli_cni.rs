@@ -115,6 +115,62 @@ async fn cni_calls_go_through_the_agent_and_survive_its_death() {
     assert!(agent.wait().unwrap().success(), "{stderr}");
 }
 
+/// The `plexus` binary alone, with `stdin` and `CNI_COMMAND` = `command`: its exit code and
+/// stdout as JSON.
+fn run_plexus(command: &str, stdin: &[u8]) -> (i32, Value) {
+    let mut child = Command::new(plexus_binary())
+        .env_clear()
+        .envs([("CNI_COMMAND", command), ("CNI_CONTAINERID", "shim-1"), ("CNI_IFNAME", "eth0")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap(), serde_json::from_slice(&out.stdout).unwrap())
+}
+
+#[test]
+fn the_binary_tells_no_agent_a_dead_agent_and_a_call_too_large_for_the_agent_apart() {
+    let dir = plexus_sim::scratch("shim").unwrap();
+    let socket = dir.path().join("plexus.sock");
+    let config = json!({"cniVersion": "1.0.0", "name": "n", "type": "plexus", "daemonSocketDir": dir.path()});
+    let config = config.to_string().into_bytes();
+
+    // No socket: no agent, and plexus-standalone answers (VERSION needs no node).
+    let (code, answer) = run_plexus("VERSION", &config);
+    assert_eq!(code, 0, "{answer}");
+    assert!(answer["supportedVersions"].as_array().is_some_and(|v| !v.is_empty()), "{answer}");
+
+    // A socket nobody listens on any more: the agent is down, and ADD says so with why.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let (code, error) = run_plexus("ADD", &config);
+    assert_eq!((code, error["code"].as_u64()), (1, Some(11)), "{error}");
+    assert!(error["msg"].as_str().unwrap().contains("the plexus agent is not running"), "{error}");
+    assert_eq!(error["details"], "Connection refused (os error 111)", "{error}");
+    std::fs::remove_file(&socket).unwrap();
+
+    // A config within the limit whose call (config and environment) is beyond it: refused
+    // once connected, naming the size, and never sent.
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let max = usize::try_from(plexus_cni::forward::MAX_MESSAGE).unwrap();
+    let head = format!(r#"{{"cniVersion": "1.0.0", "daemonSocketDir": "{}", "pad": ""#, dir.path().display());
+    let mut huge = head.into_bytes();
+    huge.resize(max - 2, b'x');
+    huge.extend_from_slice(b"\"}");
+    assert_eq!(huge.len(), max);
+    let (code, error) = run_plexus("ADD", &huge);
+    assert_eq!((code, error["code"].as_u64()), (1, Some(7)), "{error}");
+    let msg = error["msg"].as_str().unwrap();
+    assert!(msg.starts_with("the call (") && msg.contains("is larger than"), "{error}");
+    listener.set_nonblocking(true).unwrap();
+    let (mut sent, _) = listener.accept().unwrap();
+    let mut got = Vec::new();
+    sent.read_to_end(&mut got).unwrap();
+    assert!(got.is_empty(), "nothing was sent");
+}
+
 fn peak_rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
