@@ -16,21 +16,21 @@ use serde_json::json;
 
 const PLUGINS: &str = "/usr/lib/cni";
 
-/// Binary `bin` of `package`, of this profile, built when missing (with the features the
-/// workspace builds it with, so it is the same artifact).
-fn built(package: &str, bin: &str, features: &[&str]) -> PathBuf {
-    let release = !cfg!(debug_assertions);
+/// Binary `bin` of this profile in the target directory.
+fn artifact(bin: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let binary = target.join(if release { "release" } else { "debug" }).join(bin);
+    target.join(if cfg!(debug_assertions) { "debug" } else { "release" }).join(bin)
+}
+
+/// Binary `bin` of `package`, of this profile, built when missing.
+fn built(package: &str, bin: &str) -> PathBuf {
+    let binary = artifact(bin);
     if !binary.exists() {
         let mut cargo = Command::new(env!("CARGO"));
         cargo.args(["build", "-q", "-p", package, "--bin", bin]);
-        for feature in features {
-            cargo.args(["--features", feature]);
-        }
-        if release {
+        if !cfg!(debug_assertions) {
             cargo.arg("--release");
         }
         let status = cargo.status();
@@ -51,7 +51,7 @@ fn plexus_binary() -> PathBuf {
     }
     let status = build.status();
     assert!(matches!(status, Ok(s) if s.success()), "building plexus: {status:?}");
-    built("plexus-shim", "plexus", &[])
+    artifact("plexus")
 }
 
 /// The agent, serving CNI in `host`'s namespace on `socket_dir` (no pools, no Kubernetes):
@@ -67,7 +67,7 @@ impl Agent {
         let Some(host_name) = host.name() else { panic!("a named namespace") };
         let Ok(child) = Command::new("ip")
             .args(["netns", "exec", host_name])
-            .arg(built("plexus-agent", "plexus-agent", &[]))
+            .arg(built("plexus-agent", "plexus-agent"))
             .arg("run")
             .arg("--pools")
             .arg(&pools)

@@ -54,9 +54,14 @@ fn describe(errno: Errno) -> String {
     format!("{what} (os error {})", errno.raw_os_error())
 }
 
-fn write_all(fd: impl AsFd, mut bytes: &[u8]) -> Result<(), Errno> {
+fn write_all(fd: impl AsFd, bytes: &[u8]) -> Result<(), Errno> {
+    put_all(bytes, |rest| rustix::io::write(fd.as_fd(), rest))
+}
+
+/// Gives all of `bytes` to `put` (a write or a send), which takes what it can each time.
+fn put_all(mut bytes: &[u8], mut put: impl FnMut(&[u8]) -> Result<usize, Errno>) -> Result<(), Errno> {
     while !bytes.is_empty() {
-        match rustix::io::write(fd.as_fd(), bytes) {
+        match put(bytes) {
             Ok(0) => return Err(Errno::PIPE),
             Ok(n) => bytes = &bytes[n..],
             Err(Errno::INTR) => {}
@@ -118,14 +123,8 @@ fn forward(dir: &str, body: &[u8]) -> Forwarded {
     }
     // The agent answers with the outcome the binary prints and exits with.
     let exchange = || -> Result<Vec<u8>, Errno> {
-        let mut rest = body;
-        while !rest.is_empty() {
-            match rustix::net::send(&stream, rest, rustix::net::SendFlags::NOSIGNAL) {
-                Ok(n) => rest = &rest[n..],
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        // send, not write: an agent gone meanwhile is an error here, not a SIGPIPE.
+        put_all(body, |rest| rustix::net::send(&stream, rest, rustix::net::SendFlags::NOSIGNAL))?;
         rustix::net::shutdown(&stream, rustix::net::Shutdown::Write)?;
         read_to_end(&stream, max_message())
     };
