@@ -112,9 +112,10 @@ impl CniService {
         Self { node, registry, cluster, devices, max_parallel, arrivals: Arrivals::default(), metrics }
     }
 
-    /// Runs one call on this thread (never a tokio worker: calls enter namespaces and block) and
-    /// records it.
-    pub fn call(&self, request: &Request) -> Outcome {
+    /// Runs one call on this thread (never a tokio worker: calls enter namespaces and block),
+    /// gives its outcome to `answer` as soon as it is known, finishes what an ADD left for after
+    /// the answer (see `Aftermath`), and records the call.
+    pub fn call(&self, request: &Request, answer: impl FnOnce(Outcome)) {
         let env: HashMap<&str, &str> = request.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let cluster = self.cluster.clone();
         // The agent's watch cache when it has one; else what the config says (a kubeconfig,
@@ -133,21 +134,27 @@ impl CniService {
         };
         let start = Instant::now();
         let stdin = request.stdin.as_bytes();
-        let (result, phases) = plexus_cni::phases::collect(|| {
+        let (executed, mut phases) = plexus_cni::phases::collect(|| {
             entry::execute(|k| env.get(k).map(|v| (*v).to_owned()), stdin, &context)
         });
-        let outcome_label = match &result {
+        let outcome_label = match &executed.result {
             Ok(_) => "ok".to_owned(),
             Err(e) => e.code().to_string(),
         };
+        let total = start.elapsed();
+        answer(entry::outcome(executed.result, stdin));
+        if let Some(aftermath) = executed.aftermath {
+            let finishing = Instant::now();
+            drop(aftermath);
+            phases.push(("after the answer".to_owned(), finishing.elapsed()));
+        }
         self.metrics.record(CallTrace {
             command: env.get("CNI_COMMAND").copied().unwrap_or("?").to_owned(),
             container_id: env.get("CNI_CONTAINERID").copied().unwrap_or("").to_owned(),
             outcome: outcome_label,
-            total: seconds(start.elapsed()),
+            total: seconds(total),
             phases: phases.into_iter().map(|(name, took)| (name, seconds(took))).collect(),
         });
-        entry::outcome(result, stdin)
     }
 }
 
@@ -272,50 +279,57 @@ fn handle(mut stream: UnixStream, service: &CniService) {
         tracing::warn!("reading a CNI request: {e}");
         return;
     }
-    let answer = match decode_frame(&body) {
+    match decode_frame(&body) {
         // The binary checks before it sends; this is another client, or a broken one.
         Frame::TooLarge => {
             let msg = format!("the request is larger than the agent takes ({MAX_MESSAGE} bytes)");
-            serde_json::to_vec(&failed(ErrorCode::InvalidNetworkConfig, msg, String::new()))
+            send(&mut stream, &failed(ErrorCode::InvalidNetworkConfig, msg, String::new()));
         }
         Frame::Trace(trace) => {
             let calls: Vec<CallTrace> = service.metrics.slowest().into_iter().take(trace.trace).collect();
-            serde_json::to_vec(&calls)
+            send(&mut stream, &calls);
         }
         Frame::Call(request) => {
-            // VERSION, STATUS and GC name no container, and wait for nobody.
+            // VERSION, STATUS and GC name no container, and wait for nobody. The turn is held
+            // until the call is finished, after its answer.
             let _turn = request
                 .env
                 .get("CNI_CONTAINERID")
                 .filter(|id| !id.is_empty())
                 .map(|id| service.arrivals.turn(id));
-            // A call that panics is answered, as before on the runtime's blocking threads, and
-            // its serving thread lives on.
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| service.call(&request)))
-                .unwrap_or_else(|panic| {
-                    let why = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    failed(
-                        ErrorCode::Plugin,
-                        format!("the agent's call failed: it panicked: {why}"),
-                        String::new(),
-                    )
+            // Answered as soon as the outcome is known, and closed once the call is finished:
+            // the binary stops reading when the answer is whole, and is gone by then (closing
+            // at once took the binary's socket lock while the binary, just woken by the
+            // answer, held it: on this project's VM a contended lock costs a halted virtual
+            // CPU's wake-up). A call that panics before its answer is answered too, as before
+            // on the runtime's blocking threads, and its serving thread lives on.
+            let mut answered = false;
+            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                service.call(&request, |outcome| {
+                    send(&mut stream, &outcome);
+                    answered = true;
                 });
-            serde_json::to_vec(&outcome)
+            }));
+            if let (Err(panic), false) = (called, answered) {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                let msg = format!("the agent's call failed: it panicked: {why}");
+                send(&mut stream, &failed(ErrorCode::Plugin, msg, String::new()));
+            }
         }
-        Frame::Unreadable(e) => serde_json::to_vec(&failed(
-            ErrorCode::Decode,
-            "a forwarded call the agent cannot read".into(),
-            e.to_string(),
-        )),
-    };
-    match answer {
-        // Closed when dropped: the binary's end of file. (An explicit shutdown first took the
-        // binary's socket lock while the binary, just woken by the answer, held it: on this
-        // project's VM a contended lock costs a halted virtual CPU's wake-up.)
+        Frame::Unreadable(e) => send(
+            &mut stream,
+            &failed(ErrorCode::Decode, "a forwarded call the agent cannot read".into(), e.to_string()),
+        ),
+    }
+}
+
+/// Sends `answer`; the connection closes when the stream is dropped.
+fn send(stream: &mut UnixStream, answer: &impl serde::Serialize) {
+    match serde_json::to_vec(answer) {
         Ok(bytes) => {
             if let Err(e) = stream.write_all(&bytes) {
                 tracing::warn!("answering a CNI call: {e}");

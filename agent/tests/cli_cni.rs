@@ -171,6 +171,85 @@ fn the_binary_tells_no_agent_a_dead_agent_and_a_call_too_large_for_the_agent_apa
     assert!(got.is_empty(), "nothing was sent");
 }
 
+#[test]
+fn the_binary_ends_with_a_whole_answer_not_with_the_agents_end_of_file() {
+    // The agent answers as soon as it can and closes only once it has finished the call: an
+    // agent stand-in that answers and holds the connection open until the test lets it go.
+    let dir = plexus_sim::scratch("shim-whole").unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(dir.path().join("plexus.sock")).unwrap();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let agent = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = Vec::new();
+        stream.read_to_end(&mut request).unwrap();
+        let request: Value = serde_json::from_slice(&request).unwrap();
+        // Written in two pieces: the first is not yet an answer.
+        let answer = json!({"stdout": r#"{"cniVersion":"1.0.0","ips":[]}"#, "code": 0}).to_string();
+        let (head, tail) = answer.split_at(answer.len() / 2);
+        stream.write_all(head.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        stream.write_all(tail.as_bytes()).unwrap();
+        let _ = released.recv_timeout(Duration::from_secs(60));
+        request
+    });
+    let config = json!({"cniVersion": "1.0.0", "name": "n", "type": "plexus", "daemonSocketDir": dir.path()});
+    let started = std::time::Instant::now();
+    let (code, result) = run_plexus("ADD", config.to_string().as_bytes());
+    let took = started.elapsed();
+    release.send(()).unwrap();
+    let request = agent.join().unwrap();
+    assert_eq!(request["env"]["CNI_COMMAND"], "ADD", "{request}");
+    assert_eq!((code, &result), (0, &json!({"cniVersion": "1.0.0", "ips": []})));
+    assert!(took < Duration::from_secs(30), "the binary waited for the connection to close: {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_right_after_an_adds_answer_finds_the_adds_result() {
+    // The agent answers an ADD before it saves the result for DEL and CHECK; the calls that
+    // follow must still find it. A plugin that records what it gets, as the cluster network.
+    let mut node = Node::new("after-answer");
+    let _kubelet = KubeletStandIn::start(&node.node.dir().join("kubelet")).await.unwrap();
+    let bin = node.node.dir().join("bin");
+    let seen = node.node.dir().join("seen");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&seen).unwrap();
+    let recorder = format!(
+        "#!/bin/sh\ncat > {}/$CNI_COMMAND-$CNI_CONTAINERID.json\n\
+         [ \"$CNI_COMMAND\" = ADD ] && echo '{{\"cniVersion\": \"1.0.0\", \"ips\": [{{\"address\": \"10.40.0.2/24\"}}]}}'\n\
+         exit 0\n",
+        seen.display()
+    );
+    std::fs::write(bin.join("recorder"), recorder).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("recorder"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = json!({"cniVersion": "1.0.0", "name": "recorded", "type": "recorder"});
+    std::fs::write(node.node.dir().join("net.d/30-recorded.conf"), conf.to_string()).unwrap();
+    let mut meta = node.meta();
+    meta["clusterNetwork"] = json!("recorded");
+    meta["binDir"] = json!(bin);
+    let mut agent = node.agent(&free_port());
+    wait_for("the agent's socket", || node.socket_dir().join("plexus.sock").exists());
+    let netns = node.pod();
+    for i in 0..20 {
+        let cid = format!("after-{i}");
+        let (code, result, _) = node.plexus_for("ADD", &cid, &netns, false, "", &meta);
+        assert_eq!(code, 0, "{result}");
+        // CHECK fails an attachment whose result is not cached ("its ADD did not finish").
+        let (code, error, _) = node.plexus_for("CHECK", &cid, &netns, false, "", &meta);
+        assert_eq!(code, 0, "CHECK right after ADD {i}: {error}");
+        let (code, error, _) = node.plexus_for("DEL", &cid, &netns, false, "", &meta);
+        assert_eq!(code, 0, "{error}");
+        for command in ["CHECK", "DEL"] {
+            let got: Value =
+                serde_json::from_slice(&std::fs::read(seen.join(format!("{command}-{cid}.json"))).unwrap())
+                    .unwrap();
+            assert_eq!(got["prevResult"]["ips"][0]["address"], "10.40.0.2/24", "{command} {i}: {got}");
+        }
+    }
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}
+
 fn peak_rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();

@@ -2,7 +2,8 @@
 //! and an exit code out. Errors stay typed everywhere below; this is the one place they
 //! become the wire format ([`outcome`]). The `plexus` binary is [`run`]; the agent runs
 //! [`execute`] for each forwarded call, so it can label its metrics with the typed error, then
-//! makes the same [`Outcome`].
+//! makes the same [`Outcome`], answers, and only then finishes what an ADD left for after its
+//! answer ([`Aftermath`]).
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use crate::error::Error;
 use crate::multus::cluster::{Cluster, ClusterError};
 use crate::multus::config::MetaConfig;
 use crate::multus::devices::Devices;
-use crate::multus::meta::{self, MetaPlugin};
+use crate::multus::meta::{self, Aftermath, MetaPlugin};
 use crate::spec::{Call, ConfigError};
 
 /// What a call prints on stdout, and its exit code (defined with the wire format to the
@@ -102,14 +103,33 @@ pub fn run_plugin(
 
 /// Runs one call.
 pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &[u8], context: &Context<'_>) -> Outcome {
-    outcome(execute(env, stdin, context), stdin)
+    let executed = execute(env, stdin, context);
+    // Finished before the answer is printed: this process's exit ends the call anyway.
+    drop(executed.aftermath);
+    outcome(executed.result, stdin)
 }
 
-/// Runs one call, the result typed.
-pub fn execute(
+/// A call run: its result, and what an ADD left for after the answer.
+#[derive(Debug)]
+pub struct Executed {
+    /// The result, typed.
+    pub result: Result<Option<Value>, Error>,
+    /// Finished when dropped (see [`Aftermath`]); drop it once the answer is out.
+    pub aftermath: Option<Aftermath>,
+}
+
+/// Runs one call; an ADD leaves its [`Aftermath`] to the caller.
+pub fn execute(env: impl Fn(&str) -> Option<String>, stdin: &[u8], context: &Context<'_>) -> Executed {
+    let mut aftermath = None;
+    let result = execute_leaving(env, stdin, context, &mut aftermath);
+    Executed { result, aftermath }
+}
+
+fn execute_leaving(
     env: impl Fn(&str) -> Option<String>,
     stdin: &[u8],
     context: &Context<'_>,
+    aftermath: &mut Option<Aftermath>,
 ) -> Result<Option<Value>, Error> {
     let call = Call::from_env(env)?;
     if call == Call::Version {
@@ -140,7 +160,11 @@ pub fn execute(
                 invocation.netns_str()
             );
             match invocation.command {
-                crate::spec::Command::Add => plugin.add(&invocation).map(Some),
+                crate::spec::Command::Add => {
+                    let (answer, after) = plugin.add_answering_first(&invocation, meta::READINESS_WAIT)?;
+                    *aftermath = Some(after);
+                    Ok(Some(answer))
+                }
                 crate::spec::Command::Del => plugin.del(&invocation).map(|()| None),
                 _ => plugin.check(&invocation).map(|()| None),
             }

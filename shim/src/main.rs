@@ -73,6 +73,11 @@ fn put_all(mut bytes: &[u8], mut put: impl FnMut(&[u8]) -> Result<usize, Errno>)
 
 /// Reads `fd` to its end, or to `limit` bytes.
 fn read_to_end(fd: impl AsFd, limit: usize) -> Result<Vec<u8>, Errno> {
+    read_until(fd, limit, |_| false)
+}
+
+/// Reads `fd` until `whole` says the bytes are, to its end, or to `limit` bytes.
+fn read_until(fd: impl AsFd, limit: usize, whole: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, Errno> {
     // A config or an answer is a few kB: one read, mostly.
     let mut bytes = Vec::with_capacity(16 << 10);
     while bytes.len() < limit {
@@ -82,6 +87,7 @@ fn read_to_end(fd: impl AsFd, limit: usize) -> Result<Vec<u8>, Errno> {
         // Into the spare capacity, which the read's length then extends the vector by.
         match rustix::io::read(fd.as_fd(), rustix::buffer::spare_capacity(&mut bytes)) {
             Ok(0) => break,
+            Ok(_) if whole(&bytes) => break,
             Ok(_) | Err(Errno::INTR) => {}
             Err(e) => return Err(e),
         }
@@ -126,7 +132,10 @@ fn forward(dir: &str, body: &[u8]) -> Forwarded {
         // send, not write: an agent gone meanwhile is an error here, not a SIGPIPE.
         put_all(body, |rest| rustix::net::send(&stream, rest, rustix::net::SendFlags::NOSIGNAL))?;
         rustix::net::shutdown(&stream, rustix::net::Shutdown::Write)?;
-        read_to_end(&stream, max_message())
+        // Done when the answer is whole, not at the agent's end of file: the agent closes
+        // only once it has finished the call (see the agent's `Aftermath`), and waiting for
+        // that would cost a wake-up for nothing.
+        read_until(&stream, max_message(), |bytes| serde_json::from_slice::<Outcome>(bytes).is_ok())
     };
     match exchange() {
         Ok(answer) => match serde_json::from_slice(&answer) {

@@ -153,7 +153,28 @@ impl MetaPlugin<'_> {
 
     /// ADD, waiting at most `wait` for the readiness indicator file.
     pub fn add_with_readiness_wait(&self, invocation: &Invocation, wait: Duration) -> Result<Value, Error> {
-        self.locked(invocation, || self.add_locked(invocation, wait))
+        // Dropped at once: the ADD is whole when this returns.
+        self.add_answering_first(invocation, wait).map(|(answer, _aftermath)| answer)
+    }
+
+    /// ADD, but what its answer does not depend on is left in the [`Aftermath`], for the caller
+    /// to finish (by dropping it) once the answer is out: the agent answers first.
+    pub fn add_answering_first(
+        &self,
+        invocation: &Invocation,
+        wait: Duration,
+    ) -> Result<(Value, Aftermath), Error> {
+        let dir = &self.config.cni_dir;
+        let held = timed("lock", || cache::lock(dir, &invocation.container_id))?;
+        // Dropped on failure too: the lock goes as it always did.
+        let mut aftermath = Aftermath {
+            cni_dir: dir.clone(),
+            container_id: invocation.container_id.clone(),
+            entry: None,
+            held: Some(held),
+        };
+        let answer = self.add_locked(invocation, wait, &mut aftermath.entry)?;
+        Ok((answer, aftermath))
     }
 
     /// Runs `verb` holding the container's lock (see [`cache::lock`]).
@@ -169,7 +190,14 @@ impl MetaPlugin<'_> {
         result
     }
 
-    fn add_locked(&self, invocation: &Invocation, wait: Duration) -> Result<Value, Error> {
+    /// ADD under the container's lock; on success, `last_save` gets the entry with every
+    /// result, for the [`Aftermath`] to save.
+    fn add_locked(
+        &self,
+        invocation: &Invocation,
+        wait: Duration,
+        last_save: &mut Option<CacheEntry>,
+    ) -> Result<Value, Error> {
         self.wait_for_readiness(wait)?;
         let planner = self.planner();
         let pod = timed("pod", || planner.pod(invocation))?;
@@ -197,7 +225,11 @@ impl MetaPlugin<'_> {
             match added {
                 Ok(result) => {
                     entry.attachments[i].result = Some(result);
-                    cache::save(&self.config.cni_dir, &entry, Durability::Unsynced)?;
+                    // The last one waits for the answer (see Aftermath); the ones before are
+                    // saved now, for a DEL after a crash midway.
+                    if i + 1 < plan.len() {
+                        cache::save(&self.config.cni_dir, &entry, Durability::Unsynced)?;
+                    }
                 }
                 Err(err) => {
                     self.roll_back(&delegator, invocation, &entry, i);
@@ -228,6 +260,7 @@ impl MetaPlugin<'_> {
         if let (Some(cluster), Some(pod)) = (self.cluster, &pod) {
             status::report(cluster, pod, &report)?;
         }
+        *last_save = Some(entry);
         Ok(answer)
     }
 
@@ -257,6 +290,10 @@ impl MetaPlugin<'_> {
         }
         if errors.is_empty() {
             errors.keep(cache::remove(&self.config.cni_dir, &entry.container_id));
+        } else if let Err(err) = cache::save(&self.config.cni_dir, entry, Durability::Unsynced) {
+            // Every result known, for the DEL that finishes the job (the last one is not saved
+            // yet when a step after the delegates fails).
+            tracing::warn!("rolling back: keeping the results for DEL: {err}");
         }
         for err in errors.iter() {
             tracing::warn!("rolling back (kept for DEL): {err}");
@@ -488,6 +525,38 @@ impl MetaPlugin<'_> {
             cache::unlock(dir, &container_id, held);
         }
         errors.into_result()
+    }
+}
+
+/// What a successful ADD leaves until its answer is out, done when dropped: the last
+/// delegate's result into the DEL cache, then the container's lock.
+///
+/// The answer does not depend on either, and the lock keeps every later call of the container
+/// (DEL, CHECK) waiting until both are done, so they find the result as before. The one cost of
+/// answering first: killed in between, the cache keeps the entry saved before the delegates ran,
+/// whose last result is missing; DEL then runs without that `prevResult`, which delegates
+/// tolerate (see [`Durability::Unsynced`]), and CHECK reports the network unfinished.
+#[must_use = "dropping it finishes the ADD"]
+#[derive(Debug)]
+pub struct Aftermath {
+    cni_dir: std::path::PathBuf,
+    container_id: String,
+    /// The entry with every result; none when the ADD failed.
+    entry: Option<CacheEntry>,
+    held: Option<crate::files::Locked>,
+}
+
+impl Drop for Aftermath {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take()
+            && let Err(err) = cache::save(&self.cni_dir, &entry, Durability::Unsynced)
+        {
+            // The answer is out: all that is lost is the result DEL would pass on.
+            tracing::warn!("ADD of {}: keeping its result for DEL: {err}", self.container_id);
+        }
+        if let Some(held) = self.held.take() {
+            cache::unlock(&self.cni_dir, &self.container_id, held);
+        }
     }
 }
 
