@@ -4,9 +4,9 @@
 //! the previous result as `prevResult`, and in reverse on DEL.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{PipeWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command as Process, ExitStatus, Stdio};
+use std::process::{Command as Process, ExitStatus, Stdio};
 use std::sync::Arc;
 
 use plexus_hw::kernel::Kernel;
@@ -296,19 +296,27 @@ impl Binaries {
             }
             None => Process::new(&binary),
         };
-        process.envs(env).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = process.spawn().map_err(|e| io("starting", e))?;
-        // A config nearly always fits in the pipe's buffer: written at once, closed, and the
-        // answer collected on this thread. What does not fit is fed from a thread of its own
+        // A config nearly always fits in the pipe's buffer: it goes in before the plugin starts,
+        // and the pipe is closed, so the plugin never waits on this thread for its stdin. (After
+        // the plugin's exec, the kernel may not run the spawning thread again for a millisecond,
+        // until the plugin blocks: on this project's VM, feeding the pipe after the spawn cost
+        // the plugin a tenth of a millisecond.) What does not fit is fed from a thread of its own
         // while this one collects the answer, so a plugin that prints before it reads cannot
         // stall the call. (The thread cost a twentieth of a millisecond per delegate.)
-        let (written, output) = match child.stdin.take().map(|pipe| write_now(pipe, &stdin)) {
-            None | Some(Ok(None)) => (Ok(()), child.wait_with_output()),
-            Some(Err(e)) => (Err(e), child.wait_with_output()),
-            Some(Ok(Some((mut pipe, done)))) => std::thread::scope(|scope| {
+        let (config_in, feed) = std::io::pipe().map_err(|e| io("starting", e))?;
+        let rest = write_now(feed, &stdin).map_err(|e| io("writing to", e))?;
+        process.envs(env).stdin(config_in).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let spawned = process.spawn();
+        // The command holds this process's copy of the pipe's read end: closed now, so that a
+        // plugin that exits without reading fails the rest's write instead of stalling it.
+        drop(process);
+        let child = spawned.map_err(|e| io("starting", e))?;
+        let (written, output) = match rest {
+            None => (Ok(()), child.wait_with_output()),
+            Some((mut feed, done)) => std::thread::scope(|scope| {
                 let rest = &stdin[done..];
                 // The pipe moves into the writer, which closes it when done: the plugin's EOF.
-                let writer = scope.spawn(move || pipe.write_all(rest));
+                let writer = scope.spawn(move || feed.write_all(rest));
                 // Waited for whatever happened to its stdin: a child is always reaped.
                 let output = child.wait_with_output();
                 (writer.join().unwrap_or(Ok(())), output)
@@ -346,7 +354,7 @@ impl Binaries {
 
 /// Writes what of `bytes` the pipe takes without waiting. `None`: all of it, and the pipe is
 /// closed; else the pipe (blocking again) and how much went in.
-fn write_now(mut pipe: ChildStdin, bytes: &[u8]) -> std::io::Result<Option<(ChildStdin, usize)>> {
+fn write_now(mut pipe: PipeWriter, bytes: &[u8]) -> std::io::Result<Option<(PipeWriter, usize)>> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     fcntl(&pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
     let mut done = 0;
