@@ -1,8 +1,10 @@
 //! The `plexus` binary's way to the agent, and what it needs to answer by itself: one CNI call
 //! (its CNI_* environment and stdin) sent over the agent's unix socket, one answer (the
-//! [`Outcome`]: stdout and exit code) back, both JSON, one connection per call. The agent runs
-//! the call with the same `entry` `plexus-standalone` would, so the answer is already in the
-//! caller's cniVersion.
+//! [`Outcome`]: stdout and exit code) back, both JSON, one connection per call. The client
+//! ends its request by shutting down its writing side; the agent's answer ends where its JSON
+//! does (the agent closes the connection only after finishing the call, which the answer does
+//! not wait for). The agent runs the call with the same `entry` `plexus-standalone` would, so
+//! the answer is already in the caller's cniVersion.
 //!
 //! This crate is small on purpose: the runtime starts `plexus` for every call. The library is
 //! `no_std` (it needs only `alloc` and serde_json), so that the `plexus` binary can be a
@@ -91,12 +93,13 @@ pub fn decode_frame(body: &[u8]) -> Frame {
     if body.len() as u64 > MAX_MESSAGE {
         return Frame::TooLarge;
     }
-    if let Ok(trace) = serde_json::from_slice::<TraceRequest>(body) {
-        return Frame::Trace(trace);
-    }
+    // A call first: it is nearly every frame, and a trace request lacks a call's keys.
     match serde_json::from_slice::<Request>(body) {
         Ok(request) => Frame::Call(request),
-        Err(error) => Frame::Unreadable(error),
+        Err(error) => match serde_json::from_slice::<TraceRequest>(body) {
+            Ok(trace) => Frame::Trace(trace),
+            Err(_) => Frame::Unreadable(error),
+        },
     }
 }
 

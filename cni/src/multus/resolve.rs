@@ -27,11 +27,14 @@ pub(crate) fn conf_files(dir: &Path) -> Vec<std::path::PathBuf> {
         .into_iter()
         .flatten()
         .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.is_file()
-                && matches!(p.extension().and_then(|e| e.to_str()), Some("conf" | "conflist" | "json"))
+        .filter(|e| {
+            let path = e.path();
+            // Regular files by the directory's own word (no stat each: every ADD lists the
+            // directory); a link when it leads to one. Never a FIFO, whose read would block.
+            matches!(path.extension().and_then(|e| e.to_str()), Some("conf" | "conflist" | "json"))
+                && e.file_type().is_ok_and(|t| t.is_file() || (t.is_symlink() && path.is_file()))
         })
+        .map(|e| e.path())
         .collect();
     files.sort();
     files
@@ -114,6 +117,26 @@ pub fn nad_config(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn conf_files_are_regular_files_or_links_to_them_by_name() {
+        let dir = plexus_sim::scratch("resolve-files").unwrap();
+        let at = |name: &str| dir.path().join(name);
+        std::fs::write(at("20-b.conflist"), "{}").unwrap();
+        std::fs::write(at("10-a.conf"), "{}").unwrap();
+        std::fs::write(at("30-c.txt"), "{}").unwrap();
+        std::os::unix::fs::symlink(at("10-a.conf"), at("15-link.json")).unwrap();
+        std::os::unix::fs::symlink(at("missing.conf"), at("16-dangling.conf")).unwrap();
+        std::fs::create_dir(at("40-dir.conf")).unwrap();
+        std::os::unix::fs::symlink(at("40-dir.conf"), at("41-dirlink.conf")).unwrap();
+        // A FIFO would block the read.
+        nix::unistd::mkfifo(&at("50-fifo.conf"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let names: Vec<_> = conf_files(dir.path())
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["10-a.conf", "15-link.json", "20-b.conflist"]);
+    }
 
     #[test]
     fn a_broken_conf_of_the_name_asked_for_is_named_with_its_key() {
