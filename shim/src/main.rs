@@ -135,7 +135,10 @@ fn forward(dir: &str, body: &[u8]) -> Forwarded {
         // Done when the answer is whole, not at the agent's end of file: the agent closes
         // only once it has finished the call (see the agent's `Aftermath`), and waiting for
         // that would cost a wake-up for nothing.
-        read_until(&stream, max_message(), |bytes| serde_json::from_slice::<Outcome>(bytes).is_ok())
+        // (Parsed only when it could be whole: a long answer comes in many reads.)
+        read_until(&stream, max_message(), |bytes| {
+            bytes.trim_ascii_end().ends_with(b"}") && serde_json::from_slice::<Outcome>(bytes).is_ok()
+        })
     };
     match exchange() {
         Ok(answer) => match serde_json::from_slice(&answer) {
