@@ -73,11 +73,16 @@ fn put_all(mut bytes: &[u8], mut put: impl FnMut(&[u8]) -> Result<usize, Errno>)
 
 /// Reads `fd` to its end, or to `limit` bytes.
 fn read_to_end(fd: impl AsFd, limit: usize) -> Result<Vec<u8>, Errno> {
-    read_until(fd, limit, |_| false)
+    read_until(fd, limit, |_| None::<()>).map(|(bytes, _)| bytes)
 }
 
-/// Reads `fd` until `whole` says the bytes are, to its end, or to `limit` bytes.
-fn read_until(fd: impl AsFd, limit: usize, whole: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, Errno> {
+/// Reads `fd` until `whole` makes something of the bytes read so far (returned with them),
+/// to its end, or to `limit` bytes.
+fn read_until<T>(
+    fd: impl AsFd,
+    limit: usize,
+    whole: impl Fn(&[u8]) -> Option<T>,
+) -> Result<(Vec<u8>, Option<T>), Errno> {
     // A config or an answer is a few kB: one read, mostly.
     let mut bytes = Vec::with_capacity(16 << 10);
     while bytes.len() < limit {
@@ -87,13 +92,17 @@ fn read_until(fd: impl AsFd, limit: usize, whole: impl Fn(&[u8]) -> bool) -> Res
         // Into the spare capacity, which the read's length then extends the vector by.
         match rustix::io::read(fd.as_fd(), rustix::buffer::spare_capacity(&mut bytes)) {
             Ok(0) => break,
-            Ok(_) if whole(&bytes) => break,
-            Ok(_) | Err(Errno::INTR) => {}
+            Ok(_) => {
+                if let Some(made) = whole(&bytes) {
+                    return Ok((bytes, Some(made)));
+                }
+            }
+            Err(Errno::INTR) => {}
             Err(e) => return Err(e),
         }
     }
     bytes.truncate(limit);
-    Ok(bytes)
+    Ok((bytes, None))
 }
 
 /// The largest message, as a length (it is far below usize::MAX everywhere).
@@ -128,7 +137,7 @@ fn forward(dir: &str, body: &[u8]) -> Forwarded {
         return Forwarded::TooLarge(body.len());
     }
     // The agent answers with the outcome the binary prints and exits with.
-    let exchange = || -> Result<Vec<u8>, Errno> {
+    let exchange = || -> Result<(Vec<u8>, Option<Outcome>), Errno> {
         // send, not write: an agent gone meanwhile is an error here, not a SIGPIPE.
         put_all(body, |rest| rustix::net::send(&stream, rest, rustix::net::SendFlags::NOSIGNAL))?;
         rustix::net::shutdown(&stream, rustix::net::Shutdown::Write)?;
@@ -137,11 +146,13 @@ fn forward(dir: &str, body: &[u8]) -> Forwarded {
         // that would cost a wake-up for nothing.
         // (Parsed only when it could be whole: a long answer comes in many reads.)
         read_until(&stream, max_message(), |bytes| {
-            bytes.trim_ascii_end().ends_with(b"}") && serde_json::from_slice::<Outcome>(bytes).is_ok()
+            bytes.trim_ascii_end().ends_with(b"}").then(|| serde_json::from_slice(bytes).ok()).flatten()
         })
     };
     match exchange() {
-        Ok(answer) => match serde_json::from_slice(&answer) {
+        Ok((_, Some(outcome))) => Forwarded::Answered(outcome),
+        // Ended without a whole answer: parsed once more for the parser's word on why.
+        Ok((answer, None)) => match serde_json::from_slice(&answer) {
             Ok(outcome) => Forwarded::Answered(outcome),
             Err(e) => down(e.to_string()),
         },
