@@ -1,10 +1,11 @@
 //! The file habits of every CNI store here:
-//! - replace a file atomically ([`write_atomic`]): readers see the old content or the new,
-//!   never half;
+//! - write a file atomically ([`write_atomic`], [`replace_atomic`]): readers see the old
+//!   content (or none) or the new, never half;
 //! - create a file whole or not at all ([`create_whole`]), for a reservation;
 //! - leave nothing when killed: the data is written to an unnamed file (`O_TMPFILE`) that gets
-//!   a temporary name only for the instant before its rename, and a temporary name carries the
-//!   writer's pid, so [`sweep`] (DEL, GC and the agent's start) removes what a dead writer left;
+//!   its name whole (a new file) or a temporary name for the instant before its rename (a
+//!   replacement), and a temporary name carries the writer's pid, so [`sweep`] (DEL, GC and the
+//!   agent's start) removes what a dead writer left;
 //! - hold an exclusive `flock` for the length of an operation ([`lock`]; released when the guard
 //!   is dropped, and by the kernel when a process dies), and one per container ([`lock_entry`])
 //!   whose file can be removed with the last operation.
@@ -115,12 +116,32 @@ fn give_name(file: &File, to: &Path) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
-/// Writes `bytes` to `path` atomically; with `sync`, the data is on disk before the rename.
+/// Writes `bytes` to `path` atomically; with `sync`, the data is on disk before its name is.
+/// Most files written so are new (a record, a cache entry at ADD): an unnamed file is linked
+/// at `path` at once, and only a file that exists is replaced through a temporary name. Use
+/// [`replace_atomic`] for a file that is known to exist.
 pub fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
-    // A rename replaces; a link cannot: an unnamed file gets a temporary name first, for the
-    // instant before the rename.
+    put_atomic(path, bytes, sync, true)
+}
+
+/// [`write_atomic`] for a file that is known to exist (an update): no attempt to link first,
+/// which would only fail.
+pub fn replace_atomic(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
+    put_atomic(path, bytes, sync, false)
+}
+
+fn put_atomic(path: &Path, bytes: &[u8], sync: bool, link_first: bool) -> io::Result<()> {
+    // A link is atomic, and exclusive: it names a new file in one step (a rename would need a
+    // temporary name first, and costs more than the link on this project's VM). A rename
+    // replaces: an existing file gets its successor through a temporary name, for the instant
+    // before the rename.
     let tmp = match written(path, bytes, sync)? {
         Written::Unnamed(file) => {
+            match link_first.then(|| give_name(&file, path)) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(e)) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
             let tmp = temp_path(path);
             give_name(&file, &tmp)?;
             tmp
@@ -246,12 +267,21 @@ mod tests {
     fn atomic_write_replaces_and_leaves_no_temporary_file() {
         let dir = plexus_sim::scratch("files").unwrap();
         let path = dir.path().join("record.json");
+        // New (linked at its name), then replaced (through a temporary name).
         write_atomic(&path, b"one", true).unwrap();
         write_atomic(&path, b"two", false).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        replace_atomic(&path, b"three", false).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"three");
+        // An update whose file went meanwhile makes it again.
+        let other = dir.path().join("other.json");
+        replace_atomic(&other, b"four", true).unwrap();
+        assert_eq!(std::fs::read(&other).unwrap(), b"four");
+        std::fs::remove_file(&other).unwrap();
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["record.json"]);
         assert!(write_atomic(&dir.path().join("missing/x"), b"", false).is_err());
+        assert!(replace_atomic(&dir.path().join("missing/x"), b"", false).is_err());
     }
 
     fn names(dir: &Path) -> Vec<String> {

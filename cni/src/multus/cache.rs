@@ -100,14 +100,15 @@ pub enum Durability {
     /// is there whole or not at all, and DEL after a reboot still finds what to release
     /// (host-local's reservations are on disk too).
     Synced,
-    /// Written and renamed, not synced: the updates that add results. Losing one costs DEL only
-    /// the `prevResult` it passes, which delegates tolerate missing; an fsync costs more than
-    /// the meta-plugin's whole own work (about 1.4 ms on this project's VM).
+    /// Written and renamed, not synced: the updates that add results (to an entry a synced save
+    /// made). Losing one costs DEL only the `prevResult` it passes, which delegates tolerate
+    /// missing; an fsync costs more than the meta-plugin's whole own work (about 1.4 ms on this
+    /// project's VM).
     Unsynced,
 }
 
-/// Saves atomically: written to a temporary file, then renamed over the old one, so a reader
-/// sees the old entry or the new one, never half of either.
+/// Saves atomically, so a reader sees the old entry or the new one, never half of either: a
+/// new entry is linked at its name whole, an update renamed over the entry it replaces.
 pub fn save(cni_dir: &Path, entry: &CacheEntry, durability: Durability) -> Result<(), CacheError> {
     if entry.container_id.contains('/') || entry.container_id.starts_with('.') {
         return Err(CacheError::InvalidContainerId(entry.container_id.clone()));
@@ -115,7 +116,11 @@ pub fn save(cni_dir: &Path, entry: &CacheEntry, durability: Durability) -> Resul
     let target = path(cni_dir, &entry.container_id);
     // A cache entry is plain JSON values: it always encodes.
     let bytes = serde_json::to_vec(entry).unwrap_or_default();
-    let write = || crate::files::write_atomic(&target, &bytes, durability == Durability::Synced);
+    let write = || match durability {
+        // The save before the delegates: the entry is new but for a repeated ADD.
+        Durability::Synced => crate::files::write_atomic(&target, &bytes, true),
+        Durability::Unsynced => crate::files::replace_atomic(&target, &bytes, false),
+    };
     // The directory is made the first time only (the lock, taken first, usually made it).
     match write() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
