@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::{PipeWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 
 use plexus_hw::kernel::Kernel;
@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, ErrorList};
 use crate::multus::cluster::Cluster;
+use crate::plugin_process;
 use crate::spec::conf::capabilities;
 use crate::spec::{Command, ErrorCode, ErrorReply, Invocation, NetworkConfig};
 
@@ -288,13 +289,9 @@ impl Binaries {
         let io = |what, error| DelegateError::Io { what, binary: binary.clone(), error };
         // In a chroot, through chroot(8) (coreutils, in every image): it changes root and
         // directory between fork and exec, which std offers only as unsafe code.
-        let mut process = match CHROOT.get() {
-            Some(root) => {
-                let mut process = Process::new(CHROOT_PROGRAM);
-                process.arg(root).arg(&binary);
-                process
-            }
-            None => Process::new(&binary),
+        let (program, args) = match CHROOT.get() {
+            Some(root) => (Path::new(CHROOT_PROGRAM), vec![root.as_os_str(), binary.as_os_str()]),
+            None => (binary.as_path(), Vec::new()),
         };
         // A config nearly always fits in the pipe's buffer: it goes in before the plugin starts,
         // and the pipe is closed, so the plugin never waits on this thread for its stdin. (After
@@ -305,20 +302,18 @@ impl Binaries {
         // stall the call. (The thread cost a twentieth of a millisecond per delegate.)
         let (config_in, feed) = std::io::pipe().map_err(|e| io("starting", e))?;
         let rest = write_now(feed, &stdin).map_err(|e| io("writing to", e))?;
-        process.envs(env).stdin(config_in).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let spawned = process.spawn();
-        // The command holds this process's copy of the pipe's read end: closed now, so that a
-        // plugin that exits without reading fails the rest's write instead of stalling it.
-        drop(process);
-        let child = spawned.map_err(|e| io("starting", e))?;
+        // The read end is closed once the plugin has it, so that a plugin that exits without
+        // reading fails the rest's write instead of stalling it.
+        let started =
+            plugin_process::start(program, &args, &env, config_in).map_err(|e| io("starting", e))?;
         let (written, output) = match rest {
-            None => (Ok(()), child.wait_with_output()),
+            None => (Ok(()), started.wait()),
             Some((mut feed, done)) => std::thread::scope(|scope| {
                 let rest = &stdin[done..];
                 // The pipe moves into the writer, which closes it when done: the plugin's EOF.
                 let writer = scope.spawn(move || feed.write_all(rest));
                 // Waited for whatever happened to its stdin: a child is always reaped.
-                let output = child.wait_with_output();
+                let output = started.wait();
                 (writer.join().unwrap_or(Ok(())), output)
             }),
         };

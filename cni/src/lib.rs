@@ -33,6 +33,7 @@ pub mod multus;
 pub mod paths;
 pub mod phases;
 pub mod plugin_log;
+pub mod plugin_process;
 pub mod routes;
 pub mod spec;
 pub mod sriov;
