@@ -171,20 +171,27 @@ async fn kills_at_random_points_of_add_leave_nothing_del_cannot_undo() {
         std::fs::write(dir.join(format!(".{name}.{}.0.tmp", 1 << 23)), "half").unwrap();
     }
 
-    // How long an ADD takes on each path: kills land anywhere in it, and a little after.
+    // How long an ADD takes on each path: kills land anywhere in it, and a little after. The
+    // fastest of a few: the first call on a path pays for cold caches and would stretch the
+    // window past the calls that follow, so that most kills would land after them.
     let mut add_time = BTreeMap::new();
     for victim in [Victim::Local, Victim::Shim] {
         match victim {
             Victim::Local => lab.kill_agent(true),
             _ => lab.start_agent(),
         }
-        let pod = lab.node.pod();
-        let start = Instant::now();
-        let (code, out) = tokio::task::block_in_place(|| lab.call("ADD", "calibrate", &pod));
-        add_time.insert(victim, start.elapsed());
-        assert_eq!(code, 0, "{out}");
-        assert_eq!(tokio::task::block_in_place(|| lab.call("DEL", "calibrate", &pod)).0, 0);
-        assert_eq!(lab.state(), before);
+        for _ in 0..3 {
+            let pod = lab.node.pod();
+            let start = Instant::now();
+            let (code, out) = tokio::task::block_in_place(|| lab.call("ADD", "calibrate", &pod));
+            let took = start.elapsed();
+            let fastest = add_time.entry(victim).or_insert(took);
+            *fastest = took.min(*fastest);
+            assert_eq!(code, 0, "{out}");
+            assert_eq!(tokio::task::block_in_place(|| lab.call("DEL", "calibrate", &pod)).0, 0);
+            Netns::delete_path(Path::new(&pod)).unwrap();
+            assert_eq!(lab.state(), before);
+        }
     }
     add_time.insert(Victim::Agent, add_time[&Victim::Shim]);
 
@@ -255,8 +262,8 @@ async fn kills_at_random_points_of_add_leave_nothing_del_cannot_undo() {
     let took = started.elapsed();
     lab.kill_agent(true);
     eprintln!(
-        "fault injection: {trials} trials in {took:?}, {killed_mid_call} killed while the ADD still ran; \
-         by victim and netns at DEL: {seen:?}; leaks: none"
+        "fault injection: {trials} trials in {took:?}, {killed_mid_call} killed while the ADD still ran \
+         (fastest ADD by path: {add_time:?}); by victim and netns at DEL: {seen:?}; leaks: none"
     );
     assert!(killed_mid_call >= trials / 3, "most kills land inside the call: {killed_mid_call}");
     assert!(took < Duration::from_secs(60), "{took:?}");
