@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use plexus_cni::delegate::Registry;
 use plexus_cni::entry::{self, Context, Outcome};
 use plexus_cni::forward::{Frame, MAX_MESSAGE, Request, TraceRequest, decode_frame};
@@ -158,9 +160,17 @@ impl CniService {
     }
 }
 
+/// The agent's CNI socket, listening, and the epoll instance its serving threads wait in (see
+/// `Server`).
+#[derive(Debug)]
+pub struct Listener {
+    socket: UnixListener,
+    ready: Epoll,
+}
+
 /// Makes the socket directory (0700) and binds `<dir>/plexus.sock` (0600), replacing a socket
 /// left by an earlier agent.
-pub fn bind(dir: &Path) -> anyhow::Result<UnixListener> {
+pub fn bind(dir: &Path) -> anyhow::Result<Listener> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("making {} private", dir.display()))?;
@@ -173,7 +183,14 @@ pub fn bind(dir: &Path) -> anyhow::Result<UnixListener> {
     let listener = UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("making {} private", path.display()))?;
-    Ok(listener)
+    let waiting = || -> std::io::Result<Epoll> {
+        listener.set_nonblocking(true)?;
+        let ready = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        ready.add(&listener, Server::interest())?;
+        Ok(ready)
+    };
+    let ready = waiting().with_context(|| format!("waiting for connections on {}", path.display()))?;
+    Ok(Listener { socket: listener, ready })
 }
 
 /// The socket path in `dir`.
@@ -184,22 +201,34 @@ pub fn socket_path(dir: &Path) -> PathBuf {
 /// How long a client may take to send its request (the binary sends it at once).
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The threads that serve the socket. Each one accepts a connection and serves it whole on
-/// the same thread (read, wait for the container's turn, run, answer): a call costs no hand-off
+/// The threads that serve the socket. Each one takes a connection and serves it whole on the
+/// same thread (read, wait for the container's turn, run, answer): a call costs no hand-off
 /// between threads, which on this project's VM was a tenth of a millisecond per call. There
 /// are as many threads as calls that ran at once, at most `max_parallel`: a thread that takes
-/// a connection while no other waits in `accept` starts one more. The calls beyond wait in the
+/// a connection while no other waits for one starts one more. The calls beyond wait in the
 /// socket's backlog, not in the agent's memory.
+///
+/// The threads wait in one epoll instance, not in `accept`: the kernel wakes the waiters of an
+/// epoll instance last come, first served (`ep_poll` queues a waiter at the head), and those
+/// of a blocking `accept` first come, first served. With `accept`, calls coming one after the
+/// other went round every thread in turn, each one cold (its stack and its allocator arena,
+/// and often the other CPU); now they go to the thread that served the last one. The listener
+/// is one-shot in the instance, so one connection wakes one thread, which re-arms it once it
+/// has taken the connection.
 struct Server {
-    listener: UnixListener,
+    listener: Listener,
     service: Arc<CniService>,
-    /// Threads waiting in `accept`.
+    /// Threads waiting for a connection.
     idle: AtomicUsize,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     stopping: AtomicBool,
 }
 
 impl Server {
+    fn interest() -> EpollEvent {
+        EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, 0)
+    }
+
     /// Starts one more serving thread.
     fn grow(self: &Arc<Self>) {
         let mut threads = self.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -213,24 +242,57 @@ impl Server {
         }
     }
 
-    fn serve(self: Arc<Self>) {
+    /// Lets the next connection (or the listener's shutdown) wake a waiting thread.
+    fn rearm(&self) {
+        if let Err(e) = self.listener.ready.modify(&self.listener.socket, &mut Self::interest()) {
+            tracing::warn!("waiting for the next CNI connection: {e}");
+        }
+    }
+
+    /// The next connection; `None` once the agent stops.
+    fn next(&self) -> Option<UnixStream> {
         loop {
-            self.idle.fetch_add(1, Ordering::AcqRel);
-            let accepted = self.listener.accept();
-            let idle = self.idle.fetch_sub(1, Ordering::AcqRel) - 1;
             if self.stopping.load(Ordering::Acquire) {
-                return;
+                return None;
             }
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
+            self.idle.fetch_add(1, Ordering::AcqRel);
+            let mut events = [EpollEvent::empty()];
+            let waited = self.listener.ready.wait(&mut events, EpollTimeout::NONE);
+            self.idle.fetch_sub(1, Ordering::AcqRel);
+            match waited {
+                Ok(0) | Err(Errno::EINTR) => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("waiting for a CNI connection: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            }
+            // Stopping: the listener's shutdown woke this thread; the one-shot wake-up is
+            // passed on, for the next waiting thread to see it too.
+            if self.stopping.load(Ordering::Acquire) {
+                self.rearm();
+                return None;
+            }
+            let accepted = self.listener.socket.accept();
+            self.rearm();
+            match accepted {
+                Ok((stream, _)) => return Some(stream),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
                     tracing::warn!("accepting a CNI connection: {e}");
                     // Out of descriptors, say: not a busy loop.
                     std::thread::sleep(Duration::from_millis(10));
-                    continue;
                 }
-            };
-            if idle == 0 {
+            }
+        }
+    }
+
+    fn serve(self: Arc<Self>) {
+        while let Some(stream) = self.next() {
+            // The accepted socket does not inherit the listener's O_NONBLOCK (accept4 takes
+            // only its own flags): the call reads it blocking, with a timeout.
+            if self.idle.load(Ordering::Acquire) == 0 {
                 self.grow();
             }
             handle(stream, &self.service);
@@ -239,7 +301,7 @@ impl Server {
 }
 
 /// Serves calls until `stop` completes; then waits for the calls under way.
-pub async fn serve(listener: UnixListener, service: Arc<CniService>, stop: impl Future<Output = ()>) {
+pub async fn serve(listener: Listener, service: Arc<CniService>, stop: impl Future<Output = ()>) {
     let server = Arc::new(Server {
         listener,
         service,
@@ -250,9 +312,10 @@ pub async fn serve(listener: UnixListener, service: Arc<CniService>, stop: impl 
     server.grow();
     stop.await;
     server.stopping.store(true, Ordering::Release);
-    // Wakes every thread waiting in accept (it then fails with EINVAL); a thread in a call
-    // finishes it, answers, and finds `stopping`.
-    let _ = nix::sys::socket::shutdown(server.listener.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+    // Wakes a thread waiting for a connection (the listener reports a hang-up from now on),
+    // which passes the wake-up on; a thread in a call finishes it, answers, and finds
+    // `stopping`.
+    let _ = nix::sys::socket::shutdown(server.listener.socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);
     let threads =
         std::mem::take(&mut *server.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     let _ = tokio::task::spawn_blocking(move || {

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -311,6 +312,33 @@ async fn a_burst_of_64_concurrent_adds_is_queued_not_held_in_memory() {
     );
     let text = String::from_utf8(node.trace(&["--count", "3"]).stdout).unwrap();
     assert_eq!(text.lines().filter(|l| l.contains(" ADD burst-")).count(), 3, "{text}");
+
+    // Calls one after the other, with every serving thread the bursts started waiting: each
+    // goes to the thread that served the one before (last come, first served), not round
+    // every thread in turn. Told by the threads that ran at all meanwhile.
+    let serving_runs = || -> BTreeMap<String, u64> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .filter(|task| std::fs::read_to_string(task.path().join("comm")).unwrap().trim() == "plexus-cni")
+            .map(|task| {
+                let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap();
+                (
+                    task.file_name().into_string().unwrap(),
+                    stat.split_whitespace().nth(2).unwrap().parse().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let before = serving_runs();
+    assert!(before.len() > 4, "the bursts started serving threads: {before:?}");
+    for i in 0..24 {
+        let (code, out, _) = node.plexus_for("DEL", &format!("burst-1-{i}"), "", false, "", &meta);
+        assert_eq!(code, 0, "{out}");
+    }
+    let after = serving_runs();
+    let ran: Vec<_> = after.iter().filter(|(tid, runs)| before.get(*tid) != Some(runs)).collect();
+    assert!(ran.len() <= 2, "24 calls in a row ran on {} of {} threads: {ran:?}", ran.len(), after.len());
     Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     assert!(agent.wait().unwrap().success());
 }

@@ -7,11 +7,12 @@ use std::process::Command;
 pub mod agent_node;
 
 /// The `plexus` binary next to the agent's, and the `plexus-standalone` it becomes without
-/// the agent, built when missing.
+/// the agent, built once per test process: always, not only when missing (cargo does nothing
+/// when they are fresh), or a binary built from older sources, or without the simulated node
+/// by a plain `hack/build-plexus.sh`, would be what the tests judge.
 pub fn plexus_binary() -> PathBuf {
-    let binary = Path::new(env!("CARGO_BIN_EXE_plexus-agent")).with_file_name("plexus");
-    let standalone = binary.with_file_name("plexus-standalone");
-    if !binary.exists() || !standalone.exists() {
+    static BUILT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let built = *BUILT.get_or_init(|| {
         // As hack/build-plexus.sh builds them; with the simulated node, as the agent builds
         // it (the tests point it at one).
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -20,7 +21,8 @@ pub fn plexus_binary() -> PathBuf {
             .args(["--simulated-node", "-q"])
             .env("CARGO", env!("CARGO"))
             .status();
-        assert!(status.unwrap().success());
-    }
-    binary
+        matches!(status, Ok(s) if s.success())
+    });
+    assert!(built, "building plexus with hack/build-plexus.sh");
+    Path::new(env!("CARGO_BIN_EXE_plexus-agent")).with_file_name("plexus")
 }
