@@ -3,7 +3,8 @@
 //! meta-plugin needs from Kubernetes.
 //!
 //! - [`config`]: the meta-plugin's config; [`selection`]: the pod's annotations.
-//! - [`resolve`]: a network by NAD, by name in `confDir`, by directory or file.
+//! - [`resolve`]: a network by NAD, by name in `confDir`, by directory or file; `conf_cache`
+//!   keeps the conf files it read while they stay as they were.
 //! - [`plan`]: what an ADD attaches, checked before anything is made; [`auxiliary`]: the
 //!   auxiliary CNI chain every pod gets.
 //! - [`meta`]: the verbs (ADD, DEL, CHECK, STATUS, GC).
@@ -14,6 +15,7 @@
 pub mod auxiliary;
 pub mod cache;
 pub mod cluster;
+mod conf_cache;
 pub mod config;
 pub mod devices;
 pub mod kube;

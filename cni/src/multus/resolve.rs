@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::conf_cache::Kept;
 use crate::spec::{ConfigError, NetworkConfig};
 
 /// A network config and where it came from (for errors and status).
@@ -13,31 +14,45 @@ pub struct Found {
     pub text: String,
 }
 
+/// The conf at `path`, read and parsed (or as it was last time, when the file has not changed
+/// since: see `conf_cache`).
 pub(crate) fn read(path: &Path) -> Result<Found, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| ConfigError::Unreadable { path: path.to_owned(), error })?;
-    let config = NetworkConfig::parse(text.as_bytes(), &path.display().to_string())?;
-    Ok(Found { config, text })
+    static CONFS: Kept<Found> = Kept::new();
+    CONFS.get(path, |path| {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::Unreadable { path: path.to_owned(), error })?;
+        let config = NetworkConfig::parse(text.as_bytes(), &path.display().to_string())?;
+        Ok((Found { config, text }, true))
+    })
 }
 
 /// The conf files of a directory, as libcni orders them: by name, `.conf`, `.conflist` and
-/// `.json` only.
+/// `.json` only (or as they were last time, when the directory has not changed since).
 pub(crate) fn conf_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            let path = e.path();
-            // Regular files by the directory's own word (no stat each: every ADD lists the
-            // directory); a link when it leads to one. Never a FIFO, whose read would block.
-            matches!(path.extension().and_then(|e| e.to_str()), Some("conf" | "conflist" | "json"))
-                && e.file_type().is_ok_and(|t| t.is_file() || (t.is_symlink() && path.is_file()))
-        })
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    files
+    static LISTINGS: Kept<Vec<std::path::PathBuf>> = Kept::new();
+    let listed = LISTINGS.get(dir, |dir| {
+        let mut links = false;
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let path = e.path();
+                // Regular files by the directory's own word (no stat each); a link when it
+                // leads to one. Never a FIFO, whose read would block.
+                matches!(path.extension().and_then(|e| e.to_str()), Some("conf" | "conflist" | "json"))
+                    && e.file_type().is_ok_and(|t| {
+                        links |= t.is_symlink();
+                        t.is_file() || (t.is_symlink() && path.is_file())
+                    })
+            })
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        // Where a link leads can change without the directory: not kept.
+        Ok::<_, std::convert::Infallible>((files, !links))
+    });
+    listed.unwrap_or_else(|never| match never {})
 }
 
 /// The conf in `dir` whose `name` is `name`, `Ok(None)` when there is none. A file that does
