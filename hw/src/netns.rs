@@ -137,10 +137,35 @@ impl Netns {
     }
 
     /// Creates a named namespace with a name no other caller in this process gets:
-    /// `<prefix>-<pid>-<n>`. For tests and the simulator.
+    /// `<prefix>-<pid>-<n>`. For tests and the simulator. The namespaces of this prefix whose
+    /// process is gone go first: a run that was killed (a bench stopped with ^C, a test
+    /// timed out) never removed its own, and nothing else would (see [`Self::remove_orphans`]).
     pub fn create_unique(prefix: &str) -> Result<Self, NetnsError> {
+        Self::remove_orphans(prefix);
         let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
         Self::create(&format!("{prefix}-{}-{n}", std::process::id()))
+    }
+
+    /// Removes the namespaces named `<prefix>-<pid>-<n>` (as [`Self::create_unique`] names
+    /// them) whose process `<pid>` no longer runs, and says how many went. A pid that runs
+    /// again for another program keeps its namespaces: only the dead are judged. (A process
+    /// of another PID namespace is not seen here: the simulator and tests run in one.)
+    pub fn remove_orphans(prefix: &str) -> usize {
+        let Ok(entries) = fs::read_dir(NETNS_RUN_DIR) else { return 0 };
+        let orphans: Vec<_> = entries
+            .flatten()
+            .filter(|entry| {
+                let name = entry.file_name();
+                let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)?.strip_prefix('-')) else {
+                    return false;
+                };
+                let Some((pid, n)) = rest.split_once('-') else { return false };
+                let numbers = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+                numbers(pid) && numbers(n) && !Path::new("/proc").join(pid).exists()
+            })
+            .map(|entry| entry.path())
+            .collect();
+        orphans.iter().filter(|path| Self::delete_path(path).is_ok()).count()
     }
 
     /// The open namespace file, for requests that name a namespace by fd (moving a link).
@@ -248,6 +273,23 @@ mod tests {
         let err = Netns::create(&name).unwrap_err();
         assert!(err.to_string().contains(&name), "{err}");
         ns.delete().unwrap();
+    }
+
+    #[test]
+    fn only_namespaces_of_a_dead_process_are_orphans() {
+        // Above the kernel's highest pid (2^22): no process has it.
+        let dead = Netns::create("plexus-hw-orphan-4194400-0").unwrap();
+        let own = Netns::create(&format!("plexus-hw-orphan-{}-900", std::process::id())).unwrap();
+        let other = Netns::create("plexus-hw-orphan-x-4194400-1").unwrap();
+        let longer = Netns::create("plexus-hw-orphans-4194400-2").unwrap();
+        assert_eq!(Netns::remove_orphans("plexus-hw-orphan"), 1);
+        assert!(!Netns::is_alive(dead.path()));
+        for kept in [&own, &other, &longer] {
+            assert!(Netns::is_alive(kept.path()), "{}", kept.path().display());
+        }
+        for ns in [own, other, longer] {
+            ns.delete().unwrap();
+        }
     }
 
     #[test]
