@@ -24,10 +24,14 @@ fn artifact(bin: &str) -> PathBuf {
     target.join(if cfg!(debug_assertions) { "debug" } else { "release" }).join(bin)
 }
 
-/// Binary `bin` of `package`, of this profile, built when missing.
+/// Binary `bin` of `package`, of this profile. A bench run builds it first, always (cargo does
+/// nothing when it is fresh): `cargo bench` builds no other package's binaries, and an agent
+/// built from older sources would be what the bench measures. In test mode (`cargo test
+/// --workspace`, debug) the workspace's binaries were just built: only a missing one is, as
+/// building it alone could unify other features and build the agent a second time.
 fn built(package: &str, bin: &str) -> PathBuf {
     let binary = artifact(bin);
-    if !binary.exists() {
+    if !cfg!(debug_assertions) || !binary.exists() {
         let mut cargo = Command::new(env!("CARGO"));
         cargo.args(["build", "-q", "-p", package, "--bin", bin]);
         if !cfg!(debug_assertions) {
