@@ -274,6 +274,8 @@ impl Server {
                 self.rearm();
                 return None;
             }
+            // The accepted socket does not inherit the listener's O_NONBLOCK (accept4 takes
+            // only its own flags): the call reads it blocking, with a timeout.
             let accepted = self.listener.socket.accept();
             self.rearm();
             match accepted {
@@ -290,8 +292,6 @@ impl Server {
 
     fn serve(self: Arc<Self>) {
         while let Some(stream) = self.next() {
-            // The accepted socket does not inherit the listener's O_NONBLOCK (accept4 takes
-            // only its own flags): the call reads it blocking, with a timeout.
             if self.idle.load(Ordering::Acquire) == 0 {
                 self.grow();
             }

@@ -30,7 +30,8 @@ pub(crate) fn read(path: &Path) -> Result<Found, ConfigError> {
 /// `.json` only (or as they were last time, when the directory has not changed since).
 pub(crate) fn conf_files(dir: &Path) -> Vec<std::path::PathBuf> {
     static LISTINGS: Kept<Vec<std::path::PathBuf>> = Kept::new();
-    let listed = LISTINGS.get(dir, |dir| {
+    // A listing cannot fail (an unreadable directory lists nothing).
+    let Ok(listed) = LISTINGS.get(dir, |dir| {
         let mut links = false;
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .into_iter()
@@ -52,7 +53,7 @@ pub(crate) fn conf_files(dir: &Path) -> Vec<std::path::PathBuf> {
         // Where a link leads can change without the directory: not kept.
         Ok::<_, std::convert::Infallible>((files, !links))
     });
-    listed.unwrap_or_else(|never| match never {})
+    listed
 }
 
 /// The conf in `dir` whose `name` is `name`, `Ok(None)` when there is none. A file that does
